@@ -1,0 +1,201 @@
+"""The ``ucdir`` command: train, evaluate, retrieve, and data tools.
+
+Errors in the user's input (missing folders, broken data, bad options) are answered with one line
+on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ucdir_core.config import PRESETS, UCDIRConfig, get_preset
+
+_EPILOG = "Config keys (use with --set key=value):\n" + "\n".join(
+    f"  {name:32s} default {getattr(UCDIRConfig(), name)!r}" for name in UCDIRConfig.__dataclass_fields__
+)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="digits", choices=sorted(PRESETS),
+                   help="named preset of paper values (default: digits, the embedded benchmark)")
+    p.add_argument("--root", help="dataset root holding one folder per domain (default: the preset's; "
+                                  "digits is built under $UCDIR_DATA or ~/.cache/ucdir)")
+    p.add_argument("--domains", nargs=2, metavar=("A", "B"), help="the two domain folder names (default: the preset's)")
+    p.add_argument("--split", choices=["full", "heldout"], help="full: train and evaluate on all images (the "
+                   "reference protocol); heldout: seeded per-class 80/20 split (default: full)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_moco | small_cnn | tv:NAME | timm:NAME")
+    p.add_argument("--checkpoint", help="MoCo v2 checkpoint file for --backbone resnet50_moco")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, repeatable (see the list below)")
+
+
+def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
+    cfg = get_preset(args.preset)
+    direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "backbone", "checkpoint", "seed", "device")}
+    changes = {k: v for k, v in direct.items() if v is not None}
+    if args.domains:
+        changes["domains"] = tuple(args.domains)
+    cfg = cfg.replace(**changes)
+    return cfg.with_overrides(args.set)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ucdir", description="Unsupervised cross-domain image retrieval (UCDIR, "
+                                     "Hu & Lee, ECCV 2022).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train UCDIR on two domains", epilog=_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train UCDIR. A run folder receives config.json, history.jsonl (one JSON line "
+                                   "per epoch), last.pt (every epoch, written atomically), best.pt, split.json, "
+                                   "manifest.json and summary.json.")
+    _add_config_options(p)
+    p.add_argument("--run-dir", required=True, help="run folder (created if missing)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
+                   "with its saved config")
+    p.add_argument("--allow-unmatched-classes", action="store_true",
+                   help="keep classes found in one domain only (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="P@k and mAP of a trained run, both directions")
+    p.add_argument("run_dir", help="a run folder made by `ucdir train`")
+    p.add_argument("--which", choices=["last", "best"], default="last",
+                   help="checkpoint to evaluate (default last; best is chosen on evaluation labels)")
+    p.add_argument("--json", help="also write the report to this file")
+
+    p = sub.add_parser("retrieve", help="one query image in, the top-k gallery images out")
+    p.add_argument("run_dir", help="a run folder made by `ucdir train`")
+    p.add_argument("query", help="path of the query image")
+    p.add_argument("--gallery-domain", help="domain to search (default: the run's second domain)")
+    p.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--which", choices=["last", "best"], default="last", help="checkpoint (default last)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="count images per domain and class; list broken files; write a manifest")
+    p.add_argument("root", help="dataset root: ROOT/<domain>/<class>/<image>")
+    p.add_argument("--dataset", help="known benchmark name: restrict to its domains and classes")
+    p.add_argument("--domains", nargs="+", help="domains to check (default: every folder in ROOT)")
+    p.add_argument("--json", help="write the manifest to this file")
+    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
+    p.add_argument("--allow-unmatched-classes", action="store_true",
+                   help="exit 0 even when a class is missing from a domain")
+
+    p = data.add_parser("prepare", help="download, verify and lay out a public benchmark")
+    p.add_argument("name", choices=["office_home", "domainnet", "pacs", "office31", "digits"])
+    p.add_argument("--root", required=True, help="where to put ROOT/<domain>/<class>/<image>")
+    p.add_argument("--mirror", help="base URL serving the archives under their file names (default: the "
+                                    "official locations)")
+    p.add_argument("--remove-archives", action="store_true", help="delete the downloaded archives afterwards")
+
+    p = data.add_parser("digits", help="build the embedded handwritten/printed digits benchmark offline")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the printed domain's jitter (default 0)")
+    p.add_argument("--per-class", type=int, default=200, help="printed digits per class (default 200)")
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from ucdir_core.pipeline import train
+
+    cfg = config_from_args(args)
+    history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet,
+                    allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv)
+    summary = json.loads((Path(args.run_dir) / "summary.json").read_text())
+    print(json.dumps({k: summary[k] for k in ("last", "best") if k in summary}, indent=2))
+    return 0 if history else 1
+
+
+def _cmd_evaluate(args) -> int:
+    from ucdir_core.evaluation import evaluate_run
+
+    report = evaluate_run(args.run_dir, args.which)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+def _cmd_retrieve(args) -> int:
+    from ucdir_core.evaluation import retrieve
+
+    hits = retrieve(args.run_dir, args.query, args.gallery_domain, args.top_k, args.which)
+    if args.json:
+        print(json.dumps(hits, indent=2))
+    else:
+        for h in hits:
+            print(f"{h['rank']:3d}  {h['score']:.4f}  {h['path']}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from ucdir_core import datasets
+
+    if args.data_command == "check":
+        from ucdir_core.datacheck import check_dataset
+        from ucdir_core.runs import write_json
+
+        bench = datasets.get_benchmark(args.dataset) if args.dataset else None
+        domains = args.domains or (list(bench.domains) if bench else None)
+        if bench and not args.domains:
+            domains = [d for d in domains if (Path(args.root) / d).is_dir()] or domains
+        report = check_dataset(args.root, domains, classes=bench.classes if bench else None, workers=args.workers)
+        for d, counts in report.counts.items():
+            print(f"{d}: {sum(counts.values())} images, {len(counts)} classes: "
+                  + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        print(f"total: {report.total} images")
+        for kind, paths in report.problems.items():
+            if paths:
+                print(f"{kind}: {len(paths)} files, e.g. {paths[0]}")
+        for d, missing in report.missing_classes.items():
+            print(f"classes missing from {d}: {', '.join(missing)}")
+        if args.json:
+            write_json(Path(args.json), report.to_dict())
+        if report.empty_domains:
+            raise datasets.DataError(f"domains without usable images: {', '.join(report.empty_domains)}")
+        if not report.usable:
+            raise datasets.DataError("fewer than two domains with usable images")
+        if report.missing_classes and not args.allow_unmatched_classes:
+            raise datasets.DataError("classes are missing from some domains (see above; "
+                                     "--allow-unmatched-classes accepts this)")
+        return 0
+    if args.data_command == "prepare":
+        report = datasets.prepare(args.name, args.root, mirror=args.mirror, keep_archives=not args.remove_archives)
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.data_command == "digits":
+        from ucdir_core.digits import build_digits
+
+        out = build_digits(args.out, seed=args.seed, per_class=args.per_class, overwrite=True)
+        print(f"wrote {out}")
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ucdir_core.backbones import CheckpointMismatch
+    from ucdir_core.data import DataError
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "retrieve": _cmd_retrieve, "data": _cmd_data}
+    try:
+        return handlers[args.command](args)
+    except (DataError, CheckpointMismatch, FileNotFoundError, ValueError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"ucdir: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ucdir: interrupted; `ucdir train --resume --run-dir DIR` continues from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Known benchmarks (domains, classes, public archives) and ``prepare``: download, verify, lay out.
+
+Downloads go through pooch (hash check, caching, extraction) with a resumable HTTP downloader:
+an interrupted download leaves ``<file>.part`` and the next call continues it with an HTTP Range
+request. After extraction every benchmark is laid out as ``ROOT/<domain>/<class>/<image>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ucdir_core.data import DataError
+
+OFFICE_HOME_CLASSES = (
+    "Alarm_Clock", "Backpack", "Batteries", "Bed", "Bike", "Bottle", "Bucket", "Calculator", "Calendar", "Candles",
+    "Chair", "Clipboards", "Computer", "Couch", "Curtains", "Desk_Lamp", "Drill", "Eraser", "Exit_Sign", "Fan",
+    "File_Cabinet", "Flipflops", "Flowers", "Folder", "Fork", "Glasses", "Hammer", "Helmet", "Kettle", "Keyboard",
+    "Knives", "Lamp_Shade", "Laptop", "Marker", "Monitor", "Mop", "Mouse", "Mug", "Notebook", "Oven", "Pan",
+    "Paper_Clip", "Pen", "Pencil", "Postit_Notes", "Printer", "Push_Pin", "Radio", "Refrigerator", "Ruler",
+    "Scissors", "Screwdriver", "Shelf", "Sink", "Sneakers", "Soda", "Speaker", "Spoon", "TV", "Table", "Telephone",
+    "ToothBrush", "Toys", "Trash_Can", "Webcam",
+)
+OFFICE31_CLASSES = (
+    "back_pack", "bike", "bike_helmet", "bookcase", "bottle", "calculator", "desk_chair", "desk_lamp",
+    "desktop_computer", "file_cabinet", "headphones", "keyboard", "laptop_computer", "letter_tray", "mobile_phone",
+    "monitor", "mouse", "mug", "paper_notebook", "pen", "phone", "printer", "projector", "punchers", "ring_binder",
+    "ruler", "scissors", "speaker", "stapler", "tape_dispenser", "trash_can",
+)
+PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+DOMAINNET_SUBSET = ("bird", "feather", "teapot", "tiger", "whale", "windmill", "zebra")
+DIGITS_CLASSES = tuple(str(d) for d in range(10))
+
+
+def _gdrive(file_id: str) -> str:
+    return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One file to fetch. ``sha256=None``: no published hash is pinned; the computed one is reported."""
+
+    filename: str
+    url: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A cross-domain benchmark: its domains, its classes and where it comes from.
+
+    ``aliases`` maps a domain to the folder names it may have inside the archives.
+    """
+
+    name: str
+    domains: tuple[str, ...]
+    classes: tuple[str, ...]
+    archives: tuple[Archive, ...] = ()
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    homepage: str = ""
+    citation: str = ""
+
+
+_DN = "http://csr.bu.edu/ftp/visda/2019/multi-source"
+BENCHMARKS: dict[str, Benchmark] = {
+    "office_home": Benchmark(
+        "office_home", ("Art", "Clipart", "Product", "Real_World"), OFFICE_HOME_CLASSES,
+        (Archive("office_home.zip", _gdrive("1uY0pj7oFsjMxRwaD3Sxy0jgel0fsYXLC")),),
+        aliases={"Real_World": ("Real_World", "Real World")},
+        homepage="https://www.hemanthdv.org/officeHomeDataset.html",
+        citation="Venkateswara et al., Deep Hashing Network for Unsupervised Domain Adaptation, CVPR 2017",
+    ),
+    "domainnet": Benchmark(
+        "domainnet", ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"), DOMAINNET_SUBSET,
+        tuple(Archive(f"{d}.zip", f"{_DN}/{'groundtruth/' if d in ('clipart', 'painting') else ''}{d}.zip")
+              for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")),
+        homepage="http://ai.bu.edu/M3SDA/",
+        citation="Peng et al., Moment Matching for Multi-Source Domain Adaptation, ICCV 2019",
+    ),
+    "pacs": Benchmark(
+        "pacs", ("art_painting", "cartoon", "photo", "sketch"), PACS_CLASSES,
+        (Archive("PACS.zip", _gdrive("1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd")),),
+        homepage="https://domaingeneralization.github.io/",
+        citation="Li, Yang, Song, Hospedales, Deeper, Broader and Artier Domain Generalization, ICCV 2017",
+    ),
+    "office31": Benchmark(
+        "office31", ("amazon", "dslr", "webcam"), OFFICE31_CLASSES,
+        (Archive("domain_adaptation_images.tar.gz", _gdrive("0B4IapRTv9pJ1WGZVd1VDMmhwdlE")),),
+        citation="Saenko et al., Adapting Visual Category Models to New Domains, ECCV 2010",
+    ),
+    "digits": Benchmark(
+        "digits", ("handwritten", "printed"), DIGITS_CLASSES,
+        citation="handwritten: UCI optical recognition of handwritten digits (scikit-learn); printed: rendered here",
+    ),
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(BENCHMARKS))}") from None
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ResumableDownloader:
+    """A pooch downloader that continues a partial ``.part`` file with an HTTP Range request and
+    shows a tqdm progress bar."""
+
+    def __init__(self, progress: bool = True, timeout: float = 60.0, chunk: int = 1 << 16):
+        self.progress, self.timeout, self.chunk = progress, timeout, chunk
+
+    def __call__(self, url: str, output_file: str, pooch_obj=None, check_only: bool = False):
+        import requests
+        from tqdm.auto import tqdm
+
+        if check_only:
+            return requests.head(url, allow_redirects=True, timeout=self.timeout).ok
+        final = Path(output_file)
+        part = final.with_name(final.name + ".part")
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True) as resp:
+            if resp.status_code == 416:  # already complete
+                resp.close()
+            else:
+                resp.raise_for_status()
+                if have and resp.status_code != 206:
+                    have = 0  # the server ignored Range: start again
+                total = int(resp.headers.get("Content-Length", 0)) + have or None
+                with open(part, "ab" if have else "wb") as fh, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, desc=final.name, disable=not self.progress
+                ) as bar:
+                    for block in resp.iter_content(self.chunk):
+                        fh.write(block)
+                        bar.update(len(block))
+        shutil.move(str(part), str(final))
+
+
+def fetch(archive: Archive, cache: Path, mirror: str | None = None, progress: bool = True) -> tuple[Path, str]:
+    """Download ``archive`` into ``cache`` (resuming), check its sha256; return (path, sha256)."""
+    import pooch
+
+    url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
+    known = f"sha256:{archive.sha256}" if archive.sha256 else None
+    try:
+        path = pooch.retrieve(url, known_hash=known, fname=archive.filename, path=cache,
+                              downloader=ResumableDownloader(progress=progress), progressbar=False)
+    except ValueError as exc:  # pooch's hash mismatch
+        raise DataError(f"{archive.filename}: {str(exc).splitlines()[0]}") from None
+    return Path(path), sha256_of(Path(path))
+
+
+def extract(path: Path, into: Path) -> Path:
+    """Unpack a zip or tar archive into ``into`` (kept if already unpacked)."""
+    done = into / ".extracted"
+    if done.exists():
+        return into
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.unpack_archive(str(path), str(into))
+    done.write_text(path.name)
+    return into
+
+
+def _find_domain_dir(tree: Path, names: tuple[str, ...]) -> Path | None:
+    candidates = sorted((p for p in tree.rglob("*") if p.is_dir() and p.name in names), key=lambda p: len(p.parts))
+    for cand in candidates:
+        if (cand / "images").is_dir():
+            return cand / "images"
+        if any(c.is_dir() for c in cand.iterdir()):
+            return cand
+    return None
+
+
+def lay_out(bench: Benchmark, tree: Path, root: Path, domains: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Move each domain's class folders from an extracted ``tree`` to ``root/<domain>/<class>``;
+    only the benchmark's classes are kept (DomainNet's 7-class subset). Returns images per domain."""
+    counts = {}
+    for domain in domains or bench.domains:
+        src = _find_domain_dir(tree, bench.aliases.get(domain, (domain,)))
+        if src is None:
+            raise DataError(f"{bench.name}: domain {domain} not found in the extracted archive {tree}")
+        n = 0
+        for cls in bench.classes:
+            if not (src / cls).is_dir():
+                continue
+            dst = root / domain / cls
+            if dst.exists():
+                shutil.rmtree(dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src / cls, dst)
+            n += sum(1 for p in dst.rglob("*") if p.is_file())
+        if n == 0:
+            raise DataError(f"{bench.name}: none of its classes found under {src}")
+        counts[domain] = n
+    return counts
+
+
+def prepare(bench: Benchmark | str, root: str | Path, mirror: str | None = None, progress: bool = True,
+            keep_archives: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Download, verify, extract and lay out ``bench`` under ``root``; returns a small report.
+
+    ``mirror``: a base URL that serves the archives under their file names (tests use a local
+    server). Archives are cached in ``root/.archives``.
+    """
+    bench = get_benchmark(bench) if isinstance(bench, str) else bench
+    root = Path(root)
+    if bench.name == "digits":
+        from ucdir_core.digits import build_digits
+
+        build_digits(root)
+        return {"dataset": "digits", "root": str(root)}
+    if not bench.archives:
+        raise DataError(f"{bench.name} has no downloadable archives")
+    cache = root / ".archives"
+    report = {"dataset": bench.name, "root": str(root), "archives": {}, "images": {}}
+    for archive in bench.archives:
+        path, digest = fetch(archive, cache, mirror, progress)
+        if archive.sha256 is None:
+            log(f"warning: no sha256 is pinned for {archive.filename}; computed {digest}")
+        report["archives"][archive.filename] = {"sha256": digest, "pinned": archive.sha256 is not None}
+        tree = extract(path, cache / (archive.filename + ".d"))
+        own = tuple(d for d in bench.domains if archive.filename.startswith(d + ".")) or None
+        report["images"].update(lay_out(bench, tree, root, own))
+    if not keep_archives:
+        shutil.rmtree(cache)
+    return report

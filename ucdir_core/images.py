@@ -1,0 +1,76 @@
+"""Image decoding and the spec's training and evaluation transforms."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageFilter, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def is_image_name(path: str | Path) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: EXIF orientation applied; grayscale, palette, RGBA (composited on
+    white), CMYK and 16/32-bit integer or float images converted."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if img.mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        img = Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully (truncated files raise ``OSError``) and return it as RGB."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+class PILGaussianBlur:
+    """Gaussian blur with a random sigma in ``sigma`` (MoCo v2's augmentation)."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+def train_transform(size: int, mean, std):
+    """Spec section 3 training view: RandomResizedCrop(size, 0.2-1), ColorJitter(0.4, 0.4, 0.4,
+    0.1) p 0.8, RandomGrayscale p 0.2, GaussianBlur sigma 0.1-2 p 0.5, flip, normalisation."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([PILGaussianBlur((0.1, 2.0))], p=0.5),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def eval_transform(size: int, resize: int, mean, std):
+    """Spec section 3 evaluation view: Resize(resize), CenterCrop(size), normalisation."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
