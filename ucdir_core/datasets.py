@@ -117,8 +117,8 @@ class ResumableDownloader:
     """A pooch downloader that continues a partial ``.part`` file with an HTTP Range request and
     shows a tqdm progress bar."""
 
-    def __init__(self, progress: bool = True, timeout: float = 60.0, chunk: int = 1 << 16):
-        self.progress, self.timeout, self.chunk = progress, timeout, chunk
+    def __init__(self, part: Path, progress: bool = True, timeout: float = 60.0, chunk: int = 1 << 16):
+        self.part, self.progress, self.timeout, self.chunk = Path(part), progress, timeout, chunk
 
     def __call__(self, url: str, output_file: str, pooch_obj=None, check_only: bool = False):
         import requests
@@ -126,8 +126,9 @@ class ResumableDownloader:
 
         if check_only:
             return requests.head(url, allow_redirects=True, timeout=self.timeout).ok
-        final = Path(output_file)
-        part = final.with_name(final.name + ".part")
+        final = Path(output_file)  # pooch's temporary name; the partial file keeps a stable name
+        part = self.part
+        part.parent.mkdir(parents=True, exist_ok=True)
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         with requests.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True) as resp:
@@ -139,7 +140,7 @@ class ResumableDownloader:
                     have = 0  # the server ignored Range: start again
                 total = int(resp.headers.get("Content-Length", 0)) + have or None
                 with open(part, "ab" if have else "wb") as fh, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=final.name, disable=not self.progress
+                    total=total, initial=have, unit="B", unit_scale=True, desc=part.name, disable=not self.progress
                 ) as bar:
                     for block in resp.iter_content(self.chunk):
                         fh.write(block)
@@ -155,7 +156,7 @@ def fetch(archive: Archive, cache: Path, mirror: str | None = None, progress: bo
     known = f"sha256:{archive.sha256}" if archive.sha256 else None
     try:
         path = pooch.retrieve(url, known_hash=known, fname=archive.filename, path=cache,
-                              downloader=ResumableDownloader(progress=progress), progressbar=False)
+                              downloader=ResumableDownloader(Path(cache) / (archive.filename + ".part"), progress=progress), progressbar=False)
     except ValueError as exc:  # pooch's hash mismatch
         raise DataError(f"{archive.filename}: {str(exc).splitlines()[0]}") from None
     return Path(path), sha256_of(Path(path))

@@ -71,7 +71,10 @@ def embed(encoder: torch.nn.Module, dataset: Dataset, device: torch.device, batc
 
     was_training = encoder.training
     encoder.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    # its own generator: iterating a DataLoader otherwise draws from the global RNG, and whether
+    # embeddings come from a cache must not change the training run's random stream
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
     out: Tensor | None = None
     for x, idx in tqdm(loader, desc=desc, disable=not progress, leave=False):
         z = encoder(x.to(device, non_blocking=True)).float()

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny image-folder datasets built on the fly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_folder(root: Path, spec: dict, size: int = 24, seed: int = 0) -> Path:
+    """``spec``: {domain: {class: count}}; images are coloured noise, one colour per class."""
+    rng = np.random.default_rng(seed)
+    for d, classes in spec.items():
+        for ci, (c, n) in enumerate(sorted(classes.items())):
+            (root / d / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array([60 + 60 * (ci % 3), 40 * ci % 255, 200 - 50 * (ci % 4)])
+                arr = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(root / d / c / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    return write_folder(tmp_path / "tiny", {"a": {"x": 6, "y": 6, "z": 6}, "b": {"x": 5, "y": 7, "z": 6}})
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory):
+    from ucdir_core.digits import build_digits
+
+    return build_digits(tmp_path_factory.mktemp("digits"), seed=0, per_class=12)

@@ -1,0 +1,78 @@
+"""Presets pinned to the spec's table; schedules as the spec defines them."""
+
+import math
+
+import pytest
+
+from ucdir_core.config import PRESETS, UCDIRConfig, get_preset
+from ucdir_core.schedules import CosineLR, LinearRamp, StepOn, UCDIRSchedule
+
+COMMON = dict(warmup_epochs=20, temperature=0.2, threshold=0.2, momentum=0.999, lr=2e-4, batch_size=64,
+              epochs=200, mlp=True, feature_dim=128, cw_start=20, cw_sat=100, cw_weight_start=0.0,
+              sgd_momentum=0.9, weight_decay=1e-4, dod_temperature=0.01)
+
+
+@pytest.mark.parametrize("name,values", [
+    ("office_home", dict(num_clusters=(65,), cw_weight_sat=0.5, se_temperature=0.01, se_weight=1.0, se_start=100,
+                         dod_weight=0.5, dod_start=100, eval_ks=(1, 5, 15))),
+    ("domainnet", dict(num_clusters=(7,), cw_weight_sat=1.0, se_temperature=0.1, se_weight=0.5, se_start=100,
+                       dod_weight=0.1, dod_start=100, eval_ks=(50, 100, 200))),
+])
+def test_paper_presets_pinned(name, values):
+    cfg = get_preset(name)
+    for key, want in {**COMMON, **values}.items():
+        assert getattr(cfg, key) == want, key
+    assert (cfg.kmeans_iters, cfg.kmeans_restarts, cfg.kmeans_max_points_per_centroid,
+            cfg.kmeans_min_points_per_centroid) == (20, 5, 2000, 2)
+
+
+def test_every_preset_is_valid_and_round_trips():
+    for name, cfg in PRESETS.items():
+        assert UCDIRConfig.from_dict(cfg.to_dict()) == cfg, name
+
+
+def test_overrides_and_errors():
+    cfg = get_preset("digits").with_overrides(["epochs=5", "num_clusters=7,14", "amp=false", "root=none", "lr=0.1"])
+    assert (cfg.epochs, cfg.num_clusters, cfg.amp, cfg.root, cfg.lr) == (5, (7, 14), False, None, 0.1)
+    with pytest.raises(ValueError, match="unknown config key"):
+        cfg.with_overrides(["nope=1"])
+    with pytest.raises(ValueError):
+        cfg.with_overrides(["epochs"])
+    with pytest.raises(ValueError):
+        cfg.replace(split="train")
+    with pytest.raises(ValueError):
+        cfg.replace(domains=("a", "a"))
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("imagenet")
+
+
+def test_cosine_lr():
+    lr = CosineLR(2e-4, 200)
+    assert lr(0) == pytest.approx(2e-4)
+    assert lr(100) == pytest.approx(1e-4)
+    assert lr(50) == pytest.approx(2e-4 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_linear_ramp_edges():
+    ramp = LinearRamp(20, 100, 0.0, 0.5)
+    assert ramp(0) == ramp(20) == 0.0
+    assert ramp(60) == pytest.approx(0.25)
+    assert ramp(21) == pytest.approx(0.5 / 80)
+    assert ramp(100) == ramp(199) == 0.5
+
+
+def test_step_on_and_full_schedule():
+    assert StepOn(100, 0.5)(99) == 0.0 and StepOn(100, 0.5)(100) == 0.5
+    sched = UCDIRSchedule.from_config(get_preset("office_home"))
+    w19, w20, w60, w100 = (sched.weights(e) for e in (19, 20, 60, 100))
+    assert not w19.clustering and w20.clustering
+    assert w20.cluster == 0.0 and w60.cluster == pytest.approx(0.25)
+    assert w60.self_entropy == 0.0 and w100.self_entropy == 1.0 and w100.distance_of_distance == 0.5
+    assert sched.switch_on_epochs(200) == {"cluster": 21, "self_entropy": 100, "distance_of_distance": 100}
+
+
+def test_cluster_terms_wait_for_warmup():
+    sched = UCDIRSchedule.from_config(get_preset("digits").replace(warmup_epochs=5, se_start=0, dod_start=0, cw_start=0,
+                                                                    cw_weight_start=1.0))
+    assert sched.weights(4).self_entropy == sched.weights(4).cluster == 0.0
+    assert sched.weights(5).self_entropy > 0

@@ -1,0 +1,165 @@
+"""Each loss against a slow loop reference written from ../shared/ucdir-spec.md, plus properties."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ucdir_core.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
+
+
+def unit(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
+
+
+@pytest.fixture
+def batch():
+    n, N, d, K = 6, 20, 8, 4
+    q = unit(n, d, seed=1).requires_grad_(True)
+    k = unit(n, d, seed=2)
+    bank = unit(N, d, seed=3)
+    ids = torch.tensor([3, 0, 7, 19, 11, 5])
+    bank[ids] = k  # the reference writes the batch's keys before the losses
+    assign = torch.arange(N) % K
+    protos = unit(K, d, seed=4)
+    return q, k, bank, ids, assign, protos
+
+
+def ref_instance(q, k, bank, ids, T):
+    total = 0.0
+    for i in range(q.shape[0]):
+        pos = math.exp(float(q[i] @ k[i]) / T)
+        neg = sum(math.exp(float(q[i] @ bank[j]) / T) for j in range(bank.shape[0]) if j != int(ids[i]))
+        total += -math.log(pos / (pos + neg))
+    return total / q.shape[0]
+
+
+def ref_cluster(q, k, bank, ids, assign, protos, T, thr):
+    num, den = 0.0, 0.0
+    for i in range(q.shape[0]):
+        s = [float(q[i] @ bank[j]) / T for j in range(bank.shape[0])]
+        lse = math.log(sum(math.exp(v) for v in s))
+        c = int(assign[ids[i]])
+        pos = [j for j in range(bank.shape[0]) if int(assign[j]) == c]
+        l_i = sum(s[j] - lse for j in pos) / (len(pos) + 1e-8)
+        logits = [float(k[i] @ protos[m]) / T for m in range(protos.shape[0])]
+        conf = math.exp(logits[c]) / sum(math.exp(v) for v in logits)
+        w = 1.0 if conf > thr else 0.0
+        num += w * l_i
+        den += w
+    return -num / (den + 1e-8)
+
+
+def ref_entropy(q, protos, tau):
+    total = 0.0
+    for i in range(q.shape[0]):
+        z = [float(q[i] @ protos[m]) / tau for m in range(protos.shape[0])]
+        mx = max(z)
+        e = [math.exp(v - mx) for v in z]
+        p = [v / sum(e) for v in e]
+        total += -sum(pi * math.log(pi) for pi in p if pi > 0)
+    return total / q.shape[0]
+
+
+def ref_dod(q, pa, pb, tau):
+    def soft(x, P):
+        z = [float(x @ P[m]) / tau for m in range(P.shape[0])]
+        mx = max(z)
+        e = [math.exp(v - mx) for v in z]
+        return [v / sum(e) for v in e]
+
+    def cos(u, v):
+        return sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+
+    a = [soft(x, pa) for x in q]
+    b = [soft(x, pb) for x in q]
+    n = len(a)
+    return sum(sum(((1 - cos(a[i], a[j])) - (1 - cos(b[i], b[j]))) ** 2 for j in range(n)) for i in range(n)) / n
+
+
+def test_instance_matches_loop_reference(batch):
+    q, k, bank, ids, _, _ = batch
+    got = instance_contrastive(q, k, bank, ids, 0.2)
+    assert got.item() == pytest.approx(ref_instance(q.detach(), k, bank, ids, 0.2), rel=1e-9)
+
+
+def test_instance_uses_key_even_if_bank_slot_is_stale(batch):
+    q, k, bank, ids, _, _ = batch
+    stale = bank.clone()
+    stale[ids] = unit(len(ids), bank.shape[1], seed=9)
+    assert instance_contrastive(q, k, stale, ids, 0.2).item() == pytest.approx(
+        ref_instance(q.detach(), k, stale, ids, 0.2), rel=1e-9)
+
+
+@pytest.mark.parametrize("thr", [0.0, 0.2, 0.5])
+def test_cluster_matches_loop_reference(batch, thr):
+    q, k, bank, ids, assign, protos = batch
+    got = cluster_contrastive(q, k, bank, ids, assign, protos, 0.2, thr)
+    assert got.item() == pytest.approx(ref_cluster(q.detach(), k, bank, ids, assign, protos, 0.2, thr), rel=1e-7, abs=1e-10)
+
+
+def test_cluster_filter_drops_everything_above_one(batch):
+    q, k, bank, ids, assign, protos = batch
+    assert cluster_contrastive(q, k, bank, ids, assign, protos, 0.2, 1.0).item() == 0.0
+
+
+def test_cluster_several_clusterings_use_product_masks(batch):
+    q, k, bank, ids, assign, protos = batch
+    assign2 = torch.arange(bank.shape[0]) % 2
+    protos2 = unit(2, bank.shape[1], seed=7)
+    got = cluster_contrastive(q, k, bank, ids, [assign, assign2], [protos, protos2], 0.2, 0.0)
+    first = ref_cluster(q.detach(), k, bank, ids, assign, protos, 0.2, 0.0)
+    joint = assign * 2 + assign2  # product of masks == equality of the pair of ids
+    second_mask_loss = cluster_contrastive(q, k, bank, ids, joint, protos2.new_zeros(8, bank.shape[1]) + 0, 0.2, -1.0)
+    assert got.item() == pytest.approx((first + second_mask_loss.item()) / 2, rel=1e-7)
+
+
+def test_self_entropy_matches_reference_and_bounds(batch):
+    q, _, _, _, _, protos = batch
+    for tau in (0.01, 0.1, 1.0, 100.0):
+        h = self_entropy(q, protos, tau).item()
+        assert h == pytest.approx(ref_entropy(q.detach(), protos, tau), rel=1e-7, abs=1e-12)
+        assert -1e-12 <= h <= math.log(protos.shape[0]) + 1e-12
+    assert self_entropy(q, protos, 1e6).item() == pytest.approx(math.log(protos.shape[0]), rel=1e-6)
+
+
+def test_dod_matches_loop_reference(batch):
+    q, _, _, _, _, protos = batch
+    pb = unit(3, q.shape[1], seed=11)
+    for tau in (0.01, 0.5):
+        got = distance_of_distance(q, protos, pb, tau).item()
+        assert got == pytest.approx(ref_dod(q.detach(), protos, pb, tau), rel=1e-7, abs=1e-12)
+
+
+def test_dod_zero_for_equal_prototypes_and_permutation_invariant(batch):
+    q, _, _, _, _, protos = batch
+    pb = unit(5, q.shape[1], seed=12)
+    assert distance_of_distance(q, protos, protos, 0.5).item() == pytest.approx(0.0, abs=1e-12)
+    base = distance_of_distance(q, protos, pb, 0.5).item()
+    assert base > 1e-4
+    perm_a, perm_b = torch.randperm(4), torch.randperm(5)
+    assert distance_of_distance(q, protos[perm_a], pb[perm_b], 0.5).item() == pytest.approx(base, rel=1e-10)
+
+
+def test_gradients_reach_q_only(batch):
+    q, k, bank, ids, assign, protos = batch
+    k = k.clone().requires_grad_(True)
+    bank = bank.clone().requires_grad_(True)
+    protos = protos.clone().requires_grad_(True)
+    total = (instance_contrastive(q, k, bank, ids, 0.2) + cluster_contrastive(q, k, bank, ids, assign, protos, 0.2, 0.0)
+             + self_entropy(q, protos, 0.1) + distance_of_distance(q, protos, protos.flip(0), 0.5))
+    total.backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert k.grad is None and bank.grad is None and protos.grad is None
+
+
+def test_bad_ids_are_refused(batch):
+    q, k, bank, ids, assign, protos = batch
+    with pytest.raises(IndexError):
+        instance_contrastive(q, k, bank, ids + 100, 0.2)
+    with pytest.raises(TypeError):
+        instance_contrastive(q, k, bank, ids.int(), 0.2)
+    with pytest.raises(ValueError):
+        cluster_contrastive(q, k, bank, ids, assign[:-1], protos, 0.2, 0.2)

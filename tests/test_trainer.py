@@ -1,0 +1,99 @@
+"""A short fit on a tiny generated dataset; resume after a kill gives the uninterrupted history."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ucdir_core import get_preset
+from ucdir_core.cli import main
+from ucdir_core.pipeline import build_trainer, train
+from ucdir_core.trainer import Trainer
+
+
+@pytest.fixture
+def tiny_cfg(digits_root):
+    return get_preset("digits").replace(
+        root=str(digits_root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=3,
+        warmup_epochs=1, cw_start=0, cw_sat=2, cw_weight_start=0.5, cw_weight_sat=1.0, se_start=1, dod_start=2,
+        num_clusters=(5,), kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
+
+
+def strip(history):
+    return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in history]
+
+
+def test_fit_writes_run_folder_and_history(tiny_cfg, tmp_path):
+    history = train(tiny_cfg.replace(epochs=2), tmp_path / "run", progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in history] == [0, 1]
+    row = history[1]
+    for key in ("lr", "w_cluster", "w_self_entropy", "w_distance_of_distance", "loss_instance", "loss_cluster",
+                "loss_self_entropy", "loss_total", "wall_seconds", "eval", "score"):
+        assert key in row, key
+    assert history[0]["loss_self_entropy"] == 0 and row["loss_self_entropy"] > 0  # switched on at epoch 1
+    assert set(row["eval"]) == {"handwritten->printed", "printed->handwritten"}
+    assert set(row["eval"]["handwritten->printed"]) == {"P@1", "P@5", "mAP"}
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "history.jsonl", "last.pt", "best.pt", "summary.json", "manifest.json"} <= files
+    header = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
+    assert header["config"]["epochs"] == 2 and "command" in header
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 1 and "evaluation labels" in summary["best"]["selection"]
+
+
+def test_same_seed_same_history(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(epochs=2)
+    h1 = train(cfg, tmp_path / "r1", progress=False, log=lambda s: None)
+    h2 = train(cfg, tmp_path / "r2", progress=False, log=lambda s: None)
+    assert strip(h1) == strip(h2)
+
+
+def test_resume_after_kill_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
+    full = train(tiny_cfg, tmp_path / "full", progress=False, log=lambda s: None)
+    original = Trainer.train_epoch
+
+    def killed(self, epoch, clustering):
+        if epoch == 1:
+            raise KeyboardInterrupt  # the process dies during the second epoch
+        return original(self, epoch, clustering)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg, tmp_path / "killed", progress=False, log=lambda s: None)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
+    resumed = train(tiny_cfg, tmp_path / "killed", resume=True, progress=False, log=lambda s: None)
+    assert strip(resumed) == strip(full)
+
+
+def test_heldout_split_is_written_and_reused(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(split="heldout", epochs=1)
+    trainer, images = build_trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert set(saved["handwritten"]["train"]).isdisjoint(saved["handwritten"]["test"])
+    assert len(images.a.test) == len(saved["handwritten"]["test"]) > 0
+    assert not trainer.inputs.a.test_is_train
+    _, again = build_trainer(cfg.replace(split_seed=99), tmp_path / "run", progress=False, log=lambda s: None)
+    assert again.a.test.paths == images.a.test.paths  # read back from split.json
+
+
+def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1", "--quiet", "--device", "cpu"]
+    for key in ("max_images_per_domain", "image_size", "resize_size", "batch_size", "workers"):
+        args += ["--set", f"{key}={getattr(tiny_cfg, key)}"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--which", "best", "--json", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    history = json.loads((run / "history.jsonl").read_text().splitlines()[-1])
+    for direction, row in history["eval"].items():
+        assert report["eval"][direction] == pytest.approx(row)
+    capsys.readouterr()
+    img = next(iter(sorted((Path(tiny_cfg.root) / "handwritten" / "3").glob("*.png"))))
+    assert main(["retrieve", str(run), str(img), "--top-k", "4", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert all("/printed/" in h["path"] for h in hits)
+    assert hits[0]["score"] >= hits[-1]["score"]
