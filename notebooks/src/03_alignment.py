@@ -1,0 +1,54 @@
+# %% [markdown]
+# # 03 · Domain alignment, before and after training
+#
+# Companion to C. Hu and G. H. Lee, *Feature Representation Learning for Unsupervised Cross-domain
+# Image Retrieval*, ECCV 2022 ([arXiv:2207.09721](https://arxiv.org/abs/2207.09721)).
+#
+# UMAP of both domains' embeddings: the pretrained backbone's pooled features before training, and
+# the trained key encoder's embeddings after (the run of `01_train`). Two numbers go with each:
+# **domain mixing** (share of each image's 10 nearest neighbours from the other domain, relative to
+# perfect mixing: 0 = apart, 1 = mixed) and **class agreement** (share of the 10 nearest neighbours
+# with the image's class, in percent).
+
+#PARAMS#
+
+# %%
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from ucdir_core import companion as C
+from ucdir_core.alignment import class_separation, domain_mixing, umap_2d
+from ucdir_core.viz import save_figure, umap_panels
+
+cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
+out = C.output_dirs(cfg, smoke)
+run_dir = out.runs / C.run_name(cfg)
+C.train_or_load(cfg, run_dir, progress=not smoke)
+
+# %%
+_, before = C.baseline_report(cfg)
+after, labels, trainer = C.run_embeddings(run_dir)
+stats = {}
+for name, emb in (("before", before), ("after", after)):
+    stats[name] = {"domain mixing": domain_mixing(emb.a, emb.b),
+                   "class agreement %": class_separation(emb.a, labels.a, emb.b, labels.b)}
+display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + pd.DataFrame(stats).T.round(3).to_markdown()))
+
+# %%
+panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb in (("before", before), ("after", after))}
+domain = np.r_[np.zeros(len(labels.a), int), np.ones(len(labels.b), int)]
+classes = C.class_names(cfg)
+fig = umap_panels(panels, domain, np.r_[labels.a, labels.b], cfg.domains, classes)
+save_figure(fig, "03_umap_alignment", out.figures, pdf=True,
+            caption="UMAP before (pretrained backbone) and after training, by domain and by class. "
+            + C.provenance(cfg, "last epoch"))
+
+# %% [markdown]
+# ## Check
+
+# %%
+for s in stats.values():
+    assert 0 <= s["domain mixing"] <= 2.5 and 0 <= s["class agreement %"] <= 100
+assert all(p.shape == (len(domain), 2) for p in panels.values())
+print("ok")

@@ -1,0 +1,91 @@
+"""Build the companion notebooks from their sources and run them all with papermill.
+
+``python -m ucdir_core.notebooks build``: ``notebooks/src/NN_*.py`` (jupytext percent format) ->
+``notebooks/NN_*.ipynb`` without outputs. ``python -m ucdir_core.notebooks run --data DATA
+[--smoke]``: execute every notebook in order, executed copies going to ``reports/<tag>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ucdir_core.companion import dataset_name, project_root
+
+PARAMS_MARK = "#PARAMS#"
+
+
+def source_text(src: Path) -> str:
+    """The source with the shared parameters cell spliced in at ``#PARAMS#``."""
+    params = (src.parent / "_params.txt").read_text().rstrip("\n")
+    return src.read_text().replace(PARAMS_MARK, params)
+
+
+def build_notebook(src: Path):
+    import jupytext
+
+    nb = jupytext.reads(source_text(src), fmt="py:percent")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def build(root: Path) -> list[Path]:
+    import nbformat
+
+    written = []
+    for src in sorted((root / "notebooks" / "src").glob("0*.py")):
+        out = root / "notebooks" / (src.stem + ".ipynb")
+        nbformat.write(build_notebook(src), str(out))
+        written.append(out)
+    return written
+
+
+def run(root: Path, data: str, smoke: bool, parameters: Path | None = None, only: list[str] | None = None) -> Path:
+    """Execute every notebook in order; returns the reports folder."""
+    import papermill as pm
+    import yaml
+
+    params = {"data": data, "smoke": smoke}
+    if parameters is not None:
+        params.update(yaml.safe_load(Path(parameters).read_text()) or {})
+    tag = dataset_name(data) + ("-smoke" if smoke else "")
+    reports = root / "reports" / tag
+    reports.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted((root / "notebooks").glob("0*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
+    if not notebooks:
+        raise SystemExit("no notebooks found in notebooks/ (run `make notebooks`)")
+    for i, nb in enumerate(notebooks, 1):
+        t0 = time.time()
+        print(f"[{i}/{len(notebooks)}] {nb.name} (data={data}, smoke={smoke})", flush=True)
+        pm.execute_notebook(str(nb), str(reports / nb.name), parameters=params, cwd=str(root),
+                            kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False)
+        print(f"    done in {time.time() - t0:.0f} s -> {reports / nb.name}", flush=True)
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ucdir_core.notebooks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="regenerate notebooks/*.ipynb from notebooks/src/*.py")
+    p = sub.add_parser("run", help="run every notebook with papermill")
+    p.add_argument("--data", default="digits", help="digits or a dataset root (default digits)")
+    p.add_argument("--smoke", action="store_true", help="shrink every notebook to run in seconds")
+    p.add_argument("--parameters", type=Path, help="YAML file of extra notebook parameters")
+    p.add_argument("--only", nargs="+", help="run only notebooks whose names start with these prefixes")
+    args = parser.parse_args(argv)
+    root = project_root(Path(__file__).parent)
+    if args.command == "build":
+        for path in build(root):
+            print(path)
+        return 0
+    run(root, args.data, args.smoke, args.parameters, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
