@@ -33,6 +33,7 @@ class UCDIRConfig:
     feature_dim: int = 128  #: embedding size
     mlp: bool = True  #: MLP head Linear(D,D)-ReLU-Linear(D,128); False = one Linear
     momentum: float = 0.999  #: key-encoder momentum m
+    head_init: str = "random"  #: "random" (reference) or "pca": identity + PCA of the backbone's features (see model.init_head_pca)
     key_bn_splits: int = 2  #: key batch shuffled and normalised in this many groups (BatchNorm leakage guard)
     # --- losses ---
     temperature: float = 0.2  #: T of instance and cluster-wise contrastive losses and the confidence filter
@@ -62,6 +63,9 @@ class UCDIRConfig:
     sgd_momentum: float = 0.9
     weight_decay: float = 1e-4
     trainable: str = "all"  #: "all" or "head" (backbone frozen, kept in eval mode)
+    trunk_blocks: int | None = None  #: freeze the backbone's first stages and cache their outputs (None: end to end)
+    cached_views: int = 0  #: augmented views per image precomputed through the frozen trunk (with trunk_blocks)
+    cache_seed: int = 0  #: seed of the cached views' augmentations
     # --- evaluation ---
     eval_ks: tuple[int, ...] = (1, 5, 15)  #: reported P@k; the first is used to select the best epoch
     eval_every: int = 1  #: evaluate every this many epochs (and always after the last)
@@ -81,8 +85,12 @@ class UCDIRConfig:
             raise ValueError("batch_size must be at least 2")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError("heldout_fraction must lie in (0, 1)")
+        if self.head_init not in ("random", "pca"):
+            raise ValueError("head_init must be 'random' or 'pca'")
         if self.trainable not in ("all", "head"):
             raise ValueError("trainable must be 'all' or 'head'")
+        if self.trunk_blocks is not None and self.cached_views < 2:
+            raise ValueError("trunk_blocks needs cached_views >= 2")
         if any(k < 1 for k in self.num_clusters) or not self.num_clusters:
             raise ValueError("num_clusters must hold positive integers")
 

@@ -56,12 +56,11 @@ def retrieve(run_dir: str | Path, query_image: str | Path, gallery_domain: str |
     trainer = load_run(run_dir, which)
     side = domains.index(gallery_domain)
     gallery = trainer.inputs[side].test_eval
-    tf = gallery.transform  # the run's evaluation transform
     enc = trainer.model.encoder_k
     g = embed(enc, gallery, trainer.device, cfg.eval_batch_size, cfg.workers)
     enc.eval()
     with torch.no_grad():
-        q = enc(tf(load_image(query_image))[None].to(trainer.device))
+        q = enc(trainer.to_input(load_image(query_image))[None].to(trainer.device))
     scores = (q @ g.t())[0]
     top = scores.topk(min(top_k, scores.numel()))
     return [{"rank": r + 1, "path": gallery.paths[int(i)], "score": float(s)} for r, (s, i) in enumerate(zip(top.values, top.indices))]

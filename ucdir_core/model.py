@@ -47,6 +47,34 @@ class Encoder(nn.Module):
         return F.normalize(self.head(self.backbone(x)).float(), dim=1)
 
 
+@torch.no_grad()
+def init_head_pca(encoder: Encoder, features: Tensor) -> None:
+    """Initialise the head so that, at step 0, the embedding is the PCA projection of the backbone's
+    features: ``Linear(D, D)`` = identity (the ReLU then passes the non-negative pooled features
+    unchanged), last ``Linear(D, dim)`` = the top ``dim`` principal directions with the mean
+    subtracted through its bias. A deviation from the reference (random head) that keeps the
+    pretrained features' retrieval quality at the start of a short CPU schedule.
+
+    Shape:
+        features: (N, D) backbone features of training images (no labels).
+    """
+    features = features.float()
+    mean = features.mean(0)
+    _, _, v = torch.linalg.svd(features - mean, full_matrices=False)  # v: (min(N, D), D)
+    dim = encoder.head[-1].out_features if isinstance(encoder.head, nn.Sequential) else encoder.head.out_features
+    if v.shape[0] < dim:
+        raise ValueError(f"PCA init needs at least {dim} training images, got {features.shape[0]}")
+    last = encoder.head[-1] if isinstance(encoder.head, nn.Sequential) else encoder.head
+    if isinstance(encoder.head, nn.Sequential):
+        if (features < 0).any():
+            raise ValueError("PCA init of the MLP head needs non-negative features (identity through ReLU)")
+        first = encoder.head[0]
+        first.weight.copy_(torch.eye(first.in_features))
+        first.bias.zero_()
+    last.weight.copy_(v[:dim])
+    last.bias.copy_(-(v[:dim] @ mean))
+
+
 class UCDIR(nn.Module):
     """Momentum encoders with one memory bank per domain.
 

@@ -105,6 +105,40 @@ def image_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], backbone: Ba
     return images.map(build)
 
 
+def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True):
+    """Inputs of the frozen-trunk regime (see :mod:`ucdir_core.cache`), the trainable top, and a
+    function mapping a PIL image to the top's input."""
+    from ucdir_core.cache import CachedEval, CachedTwoViews, cached_views, compute_views, split_backbone
+    from ucdir_core.device import select_device
+
+    trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
+    device = select_device(cfg.device)
+    train_tf = train_transform(cfg.image_size, bb.mean, bb.std)
+    eval_tf = eval_transform(cfg.image_size, cfg.resize_size, bb.mean, bb.std)
+    cache_dir = default_data_home() / "view-cache"
+    key = (cfg.backbone, cfg.checkpoint, cfg.trunk_blocks, cfg.image_size, cfg.resize_size)
+
+    def build(s: SplitImages) -> DomainInputs:
+        paths = sorted(set(s.train.paths) | set(s.test.paths))
+        pos = {p: i for i, p in enumerate(paths)}
+        views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *paths), lambda: compute_views(
+            trunk, paths, train_tf, cfg.cached_views, device, cfg.cache_seed, progress=progress, desc="cache views"))
+        evals = cached_views(cache_dir, (*key, "eval", *paths), lambda: compute_views(
+            trunk, paths, eval_tf, 1, device, 0, progress=progress, desc="cache eval"))[:, 0]
+        tr = torch.tensor([pos[p] for p in s.train.paths])
+        te = torch.tensor([pos[p] for p in s.test.paths])
+        return DomainInputs(CachedTwoViews(views[tr]), CachedEval(evals[tr], s.train.paths),
+                            CachedEval(evals[te], s.test.paths), s.test.labels, s.train is s.test)
+
+    trunk_cpu = trunk
+
+    @torch.no_grad()
+    def to_input(img):
+        return trunk_cpu.to(device)(eval_tf(img)[None].to(device))[0].float()
+
+    return images.map(build), top, bb.dim, to_input
+
+
 def build_encoder(cfg: UCDIRConfig, backbone: Backbone | None = None) -> Encoder:
     backbone = backbone or build_backbone(cfg.backbone, cfg.checkpoint)
     return Encoder(backbone.module, backbone.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head")
@@ -116,10 +150,31 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     images = load_split_images(cfg, Path(run_dir), allow_unmatched_classes=allow_unmatched_classes, log=log)
-    backbone = build_backbone(cfg.backbone, cfg.checkpoint)
-    torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg, backbone)
-    trainer = Trainer(cfg, run_dir, image_inputs(cfg, images, backbone), encoder, progress=progress, log=log)
+    if cfg.trunk_blocks is not None:
+        inputs, top, dim, to_input = cached_inputs(cfg, images, progress)
+        torch.manual_seed(cfg.seed)
+        encoder = Encoder(top, dim, cfg.feature_dim, cfg.mlp)
+    else:
+        backbone = build_backbone(cfg.backbone, cfg.checkpoint)
+        inputs = image_inputs(cfg, images, backbone)
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg, backbone)
+        eval_tf = inputs.a.test_eval.transform
+
+        def to_input(img):
+            return eval_tf(img)
+
+    if cfg.head_init == "pca":
+        from ucdir_core.model import init_head_pca
+        from ucdir_core.device import select_device
+        from ucdir_core.trainer import embed
+
+        device = select_device(cfg.device)
+        feats = [embed(encoder.backbone.to(device), d.train_eval, device, cfg.eval_batch_size, cfg.workers)
+                 for d in inputs]
+        init_head_pca(encoder, torch.cat(feats).cpu())
+    trainer = Trainer(cfg, run_dir, inputs, encoder, progress=progress, log=log)
+    trainer.to_input = to_input  # PIL image -> one model input (used by retrieval)
     return trainer, images
 
 

@@ -1,0 +1,133 @@
+"""PACS benchmark: every pair, every loss ablation row, both splits, on 2 CPU cores.
+
+    python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
+    python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
+
+Regime (see README, "PACS benchmark"): EfficientNet-Lite0 ImageNet weights at 128 px; the stem
+and first ``trunk_blocks`` stages are frozen and run once per cached augmented view (``cached_views``
+draws of the spec's training transform per image); the remaining stages, the head conv and the
+MLP head train. Every method of a pair and split gets the same budget. Numbers are the last
+epoch's (no epoch selection). Results are written after every run, and a rerun skips finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ucdir_core import companion as C
+from ucdir_core.ablation import ABLATIONS, ablation_config
+from ucdir_core.config import get_preset
+
+DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+METHODS = ("baseline", *ABLATIONS)
+SEEDED = ("instance", "full")  # rows repeated with a second seed
+
+#: The regime: preset "pacs" with its schedule compressed to the epoch budget.
+REGIME = dict(
+    backbone="efficientnet_lite0", image_size=128, resize_size=128, trunk_blocks=5, cached_views=6,
+    epochs=8, warmup_epochs=2, cw_start=2, cw_sat=4, se_start=4, dod_start=4, lr=0.01, batch_size=64,
+    eval_every=8, kmeans_restarts=1, workers=0,
+)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def base_config(root: str, regime: dict):
+    return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs", **regime)
+
+
+def run_method(cfg, method: str, run_dir: Path) -> dict:
+    """Per-direction metrics of one method on one pair (last epoch)."""
+    if method == "baseline":
+        report, _ = C.baseline_report(cfg.replace(workers=2))
+        return report
+    C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
+    return C.summary(run_dir)["last"]["eval"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="../shared/data/pacs", help="PACS root (default ../shared/data/pacs)")
+    p.add_argument("--out", default="results/pacs.json", help="results file (default results/pacs.json)")
+    p.add_argument("--runs", default="runs/bench-pacs", help="run folders (default runs/bench-pacs)")
+    p.add_argument("--pairs", nargs="+", help="pairs as A-B (default: all six)")
+    p.add_argument("--splits", nargs="+", default=["full", "heldout"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="first seed for every row, the others "
+                   "for the instance and full rows (default 0 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the regime")
+    p.add_argument("--table", help="print the README table of means from this results file and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(means_table(json.loads(Path(args.table).read_text())))
+        return 0
+    cfg0 = base_config(args.root, REGIME).with_overrides(args.set)
+    pairs = [tuple(s.split("-")) for s in args.pairs] if args.pairs else list(combinations(DOMAINS, 2))
+    out = Path(args.out)
+    res = json.loads(out.read_text()) if out.exists() else {}
+    res.update({"dataset": "pacs", "config": cfg0.to_dict(), "seed": args.seeds[0], "commit": git_commit(),
+                "regime": "frozen Lite0 stem+stages 0-4, cached augmented views, stages 5-6 + head conv + MLP head "
+                          "trained; last epoch",
+                "machine": {"cores": os.cpu_count(), "device": "cpu" if not torch.cuda.is_available() else
+                            torch.cuda.get_device_name(0), "platform": platform.platform()}})
+    res.setdefault("results", {})
+    res.setdefault("seeds", {})
+    t0 = time.time() - res.get("wall_seconds", 0.0)
+    for split in args.splits:
+        for a, b in pairs:
+            cfg = cfg0.replace(domains=(a, b), split=split)
+            for seed in args.seeds:
+                for method in METHODS:
+                    if seed != args.seeds[0] and method not in SEEDED:
+                        continue
+                    run_dir = Path(args.runs) / split / f"{a}-{b}" / f"{method}-s{seed}"
+                    t = time.time()
+                    report = run_method(cfg.replace(seed=seed), method, run_dir)
+                    bucket = res["results"] if seed == args.seeds[0] else res["seeds"].setdefault(str(seed), {})
+                    bucket.setdefault(split, {}).setdefault(method, {}).update(report)
+                    res["wall_seconds"] = time.time() - t0
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+                    mean = C.mean_over_directions(report)
+                    print(f"{split} {a}-{b} {method} seed {seed}: P@1 {mean['P@1']:.1f} mAP {mean['mAP']:.1f} "
+                          f"({time.time() - t:.0f} s; total {res['wall_seconds'] / 60:.1f} min)", flush=True)
+    print(means_table(res))
+    return 0
+
+
+def means_table(res: dict) -> str:
+    """Markdown: mean over directions of P@1, P@5, P@15, mAP for each split and method."""
+    lines = []
+    for split, methods in res["results"].items():
+        n_dirs = max(len(d) for d in methods.values())
+        lines += [f"**split {split}** (mean over {n_dirs} directions; last epoch; seed {res['seed']})", "",
+                  "| method | P@1 | P@5 | P@15 | mAP |", "|---|---:|---:|---:|---:|"]
+        for method, dirs in methods.items():
+            m = {k: np.mean([v[k] for v in dirs.values()]) for k in ("P@1", "P@5", "P@15", "mAP")}
+            extra = ""
+            for seed, other in res.get("seeds", {}).items():
+                if method in other.get(split, {}):
+                    o = other[split][method]
+                    extra += f" (seed {seed}: P@1 {np.mean([v['P@1'] for v in o.values()]):.1f}, " \
+                             f"mAP {np.mean([v['mAP'] for v in o.values()]):.1f})"
+            lines.append(f"| {method}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
