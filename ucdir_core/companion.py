@@ -228,7 +228,7 @@ def tables_by_training(cfg: UCDIRConfig, out: OutputDirs, progress: bool = True)
     rows: dict[str, dict[str, float]] = {}
     for a, b in combinations(doms, 2):
         pair_cfg = cfg.replace(domains=(a, b))
-        run_dir = out.runs / run_name(pair_cfg)
+        run_dir = out.runs / run_name(pair_cfg, "full")
         train_or_load(pair_cfg, run_dir, progress)
         base, _ = baseline_report(pair_cfg)
         for direction, m in summary(run_dir)["last"]["eval"].items():

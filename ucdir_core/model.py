@@ -20,14 +20,18 @@ class Encoder(nn.Module):
     """Backbone, then the projection head, then L2 normalisation.
 
     Head: ``Linear(D, D) - ReLU - Linear(D, dim)`` (``mlp=True``) or ``Linear(D, dim)``.
-    With ``freeze_backbone`` the backbone gets no gradients and stays in eval mode.
+    With ``freeze_backbone`` the backbone gets no gradients and stays in eval mode; with
+    ``freeze_bn`` only its BatchNorm layers stay in eval mode (pretrained running statistics,
+    affine parameters still trained).
 
     Shape:
         (B, *input) -> (B, dim), unit rows.
     """
 
-    def __init__(self, backbone: nn.Module, in_dim: int, dim: int = 128, mlp: bool = True, freeze_backbone: bool = False):
+    def __init__(self, backbone: nn.Module, in_dim: int, dim: int = 128, mlp: bool = True, freeze_backbone: bool = False,
+                 freeze_bn: bool = False):
         super().__init__()
+        self.freeze_bn = freeze_bn
         self.backbone = backbone
         if mlp:
             self.head: nn.Module = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
@@ -41,6 +45,10 @@ class Encoder(nn.Module):
         super().train(mode)
         if self.freeze_backbone:
             self.backbone.eval()
+        elif self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,8 +70,8 @@ def init_head_pca(encoder: Encoder, features: Tensor) -> None:
     mean = features.mean(0)
     _, _, v = torch.linalg.svd(features - mean, full_matrices=False)  # v: (min(N, D), D)
     dim = encoder.head[-1].out_features if isinstance(encoder.head, nn.Sequential) else encoder.head.out_features
-    if v.shape[0] < dim:
-        raise ValueError(f"PCA init needs at least {dim} training images, got {features.shape[0]}")
+    if v.shape[0] < dim:  # fewer images than output dims: the extra rows start at zero
+        v = torch.cat([v, v.new_zeros(dim - v.shape[0], v.shape[1])])
     last = encoder.head[-1] if isinstance(encoder.head, nn.Sequential) else encoder.head
     if isinstance(encoder.head, nn.Sequential):
         if (features < 0).any():

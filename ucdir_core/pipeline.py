@@ -141,7 +141,8 @@ def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: b
 
 def build_encoder(cfg: UCDIRConfig, backbone: Backbone | None = None) -> Encoder:
     backbone = backbone or build_backbone(cfg.backbone, cfg.checkpoint)
-    return Encoder(backbone.module, backbone.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head")
+    return Encoder(backbone.module, backbone.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
+                   freeze_bn=cfg.freeze_bn)
 
 
 def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
@@ -153,7 +154,8 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
     if cfg.trunk_blocks is not None:
         inputs, top, dim, to_input = cached_inputs(cfg, images, progress)
         torch.manual_seed(cfg.seed)
-        encoder = Encoder(top, dim, cfg.feature_dim, cfg.mlp)
+        encoder = Encoder(top, dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
+                          freeze_bn=cfg.freeze_bn)
     else:
         backbone = build_backbone(cfg.backbone, cfg.checkpoint)
         inputs = image_inputs(cfg, images, backbone)

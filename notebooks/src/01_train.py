@@ -20,7 +20,7 @@ from ucdir_core.viz import save_figure, training_curves
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-run_dir = out.runs / C.run_name(cfg)
+run_dir = out.runs / C.run_name(cfg, "full")
 print(cfg.to_json())
 
 # %%

@@ -23,7 +23,7 @@ from ucdir_core.viz import save_figure, umap_panels
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-run_dir = out.runs / C.run_name(cfg)
+run_dir = out.runs / C.run_name(cfg, "full")
 C.train_or_load(cfg, run_dir, progress=not smoke)
 
 # %%

@@ -17,7 +17,7 @@ from ucdir_core.viz import image_grid, save_figure
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-run_dir = out.runs / C.run_name(cfg)
+run_dir = out.runs / C.run_name(cfg, "full")
 C.train_or_load(cfg, run_dir, progress=not smoke)
 emb, labels, trainer = C.run_embeddings(run_dir)
 
