@@ -102,11 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
+    from ucdir_core.distributed import init_from_env, is_main
     from ucdir_core.pipeline import train
 
+    init_from_env()  # joins the process group under torchrun; nothing otherwise
     cfg = config_from_args(args)
     history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet,
                     allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv)
+    if not is_main():
+        return 0
     summary = json.loads((Path(args.run_dir) / "summary.json").read_text())
     print(json.dumps({k: summary[k] for k in ("last", "best") if k in summary}, indent=2))
     return 0 if history else 1

@@ -121,14 +121,18 @@ class UCDIR(nn.Module):
             if p_q.requires_grad:
                 p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
 
-    def forward(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor]) -> tuple[DomainPair[Tensor], DomainPair[Tensor]]:
+    def forward(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor],
+                encoder_q: nn.Module | None = None) -> tuple[DomainPair[Tensor], DomainPair[Tensor]]:
         """Query embeddings (both domains in one batch) and key embeddings (no gradient).
+
+        ``encoder_q`` replaces the query encoder for this call (a DistributedDataParallel wrapper
+        of it in multi-process training).
 
         Shape:
             x_q, x_k: DomainPair of (n, *input) -> q, k: DomainPair of (n, dim).
         """
         n_a = x_q.a.shape[0]
-        q = self.encoder_q(torch.cat([x_q.a, x_q.b]))  # 2n x dim
+        q = (encoder_q or self.encoder_q)(torch.cat([x_q.a, x_q.b]))  # 2n x dim
         k = self.keys(torch.cat([x_k.a, x_k.b]))  # 2n x dim
         return DomainPair(q[:n_a], q[n_a:]), DomainPair(k[:n_a], k[n_a:])
 

@@ -24,6 +24,7 @@ class Clustering:
     prototypes: list[Tensor]
 
     def to(self, device: torch.device | str) -> "Clustering":
+        """The same clustering with its tensors on ``device``."""
         return Clustering([a.to(device) for a in self.assignments], [p.to(device) for p in self.prototypes])
 
 

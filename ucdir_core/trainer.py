@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ucdir_core import distributed as D
 from ucdir_core import runs
 from ucdir_core.clustering import cluster_domain
 from ucdir_core.config import UCDIRConfig
@@ -115,6 +116,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.schedule = UCDIRSchedule.from_config(cfg)
         self.params = LossParams(cfg.temperature, cfg.threshold, cfg.se_temperature, cfg.dod_temperature)
+        self.rank, self.world = D.rank(), D.world_size()
+        self.query_encoder: torch.nn.Module = self.model.encoder_q
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.query_encoder = DistributedDataParallel(self.model.encoder_q, device_ids=ids)
         self.epoch = 0  # next epoch to run
         self.best: dict[str, Any] | None = None
         self._cache: tuple[int, DomainPair[Tensor]] | None = None  # (model version, train embeddings)
@@ -149,7 +157,10 @@ class Trainer:
         kw = dict(niter=cfg.kmeans_iters, nredo=cfg.kmeans_restarts,
                   max_points_per_centroid=cfg.kmeans_max_points_per_centroid,
                   min_points_per_centroid=cfg.kmeans_min_points_per_centroid)
-        return self.train_embeddings().map(lambda e: cluster_domain(e, cfg.num_clusters, **kw))
+        result = None
+        if D.is_main():  # once, on process 0; the others receive it
+            result = self.train_embeddings().map(lambda e: cluster_domain(e, cfg.num_clusters, **kw).to("cpu"))
+        return D.broadcast_object(result).map(lambda c: c.to(self.device))
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -178,7 +189,9 @@ class Trainer:
         if not path.exists():
             return False
         self.load_state(torch.load(path, map_location=self.device, weights_only=False))
-        self.run.truncate_history(self.epoch - 1)
+        if D.is_main():
+            self.run.truncate_history(self.epoch - 1)
+        D.barrier()
         self.log(f"resumed {self.run.path} at epoch {self.epoch}")
         return True
 
@@ -188,6 +201,10 @@ class Trainer:
 
         gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch)
         idx_a, idx_b = epoch_pairs(len(self.inputs.a.train_eval), len(self.inputs.b.train_eval), gen)
+        if self.world > 1:  # every process takes its shard, all of the same length
+            per = len(idx_a) // self.world
+            idx_a = idx_a[self.rank::self.world][:per]
+            idx_b = idx_b[self.rank::self.world][:per]
         paired = PairedViews(self.inputs.map(lambda d: d.train_views), idx_a, idx_b)
         return DataLoader(paired, batch_size=self.cfg.batch_size, shuffle=False, drop_last=True,
                           num_workers=self.cfg.workers, worker_init_fn=_worker_init, generator=gen,
@@ -211,8 +228,9 @@ class Trainer:
             ids = DomainPair(ia, ib).map(lambda t: t.to(dev, non_blocking=True))
             model.momentum_update(cfg.momentum)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
-                q, k = model(x_q, x_k)
-            model.write_bank(ids, k)
+                q, k = model(x_q, x_k, encoder_q=self.query_encoder)
+            # every process writes the keys of all processes, so the banks stay identical
+            model.write_bank(ids.map(D.gather_cat), k.map(D.gather_cat))
             loss, terms = ucdir_objective(q, k, model.banks, ids, clustering, weights, self.params)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -229,7 +247,9 @@ class Trainer:
         """Run (or continue) every epoch; return the history rows."""
         cfg = self.cfg
         if not (resume and self.resume()):
-            self.run.start(cfg, command)
+            if D.is_main():
+                self.run.start(cfg, command)
+            D.barrier()
             self.epoch = 0
         from tqdm.auto import tqdm
 
@@ -247,20 +267,26 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch, "lr": lr, **weights.as_dict()}
             row.update(self.train_epoch(epoch, clustering))
             self.epoch = epoch + 1
+            D.broadcast_buffers(self.model.encoder_k)  # identical key BatchNorm statistics everywhere
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 report = self.evaluate()
                 row["eval"] = report
                 row["score"] = selection_score(report, cfg.eval_ks[0])
                 if self.best is None or row["score"] > self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["score"], "eval": report}
-                    runs.atomic_torch_save({"epoch": epoch, "model": self.model.state_dict(), "config": cfg.to_dict()},
-                                           self.run.file(runs.BEST))
+                    if D.is_main():
+                            runs.atomic_torch_save({"epoch": epoch, "model": self.model.state_dict(),
+                                                "config": cfg.to_dict()}, self.run.file(runs.BEST))
             row["wall_seconds"] = time.time() - t0
-            runs.atomic_torch_save(self.state(), self.run.file(runs.LAST))
-            self.run.append_history(row)
-            self.log(_format_row(row))
+            if D.is_main():  # one process writes the run folder
+                runs.atomic_torch_save(self.state(), self.run.file(runs.LAST))
+                self.run.append_history(row)
+                self.log(_format_row(row))
+            D.barrier()
         history = self.run.history()
-        runs.write_json(self.run.file(runs.SUMMARY), summarize(history, cfg))
+        if D.is_main():
+            runs.write_json(self.run.file(runs.SUMMARY), summarize(history, cfg))
+        D.barrier()
         return history
 
 
