@@ -122,7 +122,7 @@ def run_embeddings(run_dir: str | Path, which: str = "last") -> tuple[DomainPair
 
 
 def mean_over_directions(report: dict[str, dict[str, float]]) -> dict[str, float]:
-    keys = list(next(iter(report.values())))
+    keys = metric_order(next(iter(report.values())))
     return {k: float(np.mean([row[k] for row in report.values()])) for k in keys}
 
 
@@ -132,15 +132,20 @@ def provenance(cfg: UCDIRConfig, epoch_note: str) -> str:
             f"{cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, {epoch_note}, seed {cfg.seed}")
 
 
+def metric_order(keys) -> list[str]:
+    """P@k columns by k, then mAP (JSON files store them alphabetically)."""
+    return sorted(keys, key=lambda k: (k == "mAP", int(k[2:]) if k.startswith("P@") else 0, k))
+
+
 def markdown_table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
-    cols = list(next(iter(rows.values())))
+    cols = metric_order(next(iter(rows.values())))
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     lines += [f"| {name} | " + " | ".join(fmt.format(v[c]) for c in cols) + " |" for name, v in rows.items()]
     return "\n".join(lines)
 
 
 def latex_table(rows: dict[str, dict[str, float]], caption: str) -> str:
-    cols = list(next(iter(rows.values())))
+    cols = metric_order(next(iter(rows.values())))
     body = "\n".join(f"{name.replace('_', chr(92) + '_')} & " + " & ".join(f"{v[c]:.1f}" for c in cols) + r" \\"
                      for name, v in rows.items())
     head = " & ".join(c.replace("@", "@") for c in cols)
@@ -235,8 +240,9 @@ def tables_by_training(cfg: UCDIRConfig, out: OutputDirs, progress: bool = True)
             rows[f"UCDIR {direction}"] = m
         for direction, m in base.items():
             rows[f"backbone, no training {direction}"] = m
-    protocol = "Protocol: " + provenance(cfg, "last epoch") + "; every pair trained separately; 'backbone, no " \
-               "training' = pooled features of the same backbone, same evaluation transform."
+    protocol = (f"Protocol: dataset {cfg.dataset}, every pair trained separately, split {cfg.split}, backbone "
+                f"{cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, last epoch, seed {cfg.seed}; 'backbone, "
+                "no training' = pooled features of the same backbone, same evaluation transform.")
     return {f"{cfg.dataset}, split {cfg.split}": (protocol, rows)}
 
 
