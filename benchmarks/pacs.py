@@ -126,7 +126,8 @@ def means_table(res: dict) -> str:
         n_dirs = max(len(d) for d in methods.values())
         lines += [f"**split {split}** (mean over {n_dirs} directions; last epoch; seed {res['seed']})", "",
                   "| method | P@1 | P@5 | P@15 | mAP |", "|---|---:|---:|---:|---:|"]
-        for method, dirs in methods.items():
+        for method in sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+            dirs = methods[method]
             m = {k: np.mean([v[k] for v in dirs.values()]) for k in ("P@1", "P@5", "P@15", "mAP")}
             extra = ""
             for seed, other in res.get("seeds", {}).items():

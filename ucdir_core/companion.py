@@ -251,10 +251,13 @@ def tables_from_results(path: str | Path):
     res = json.loads(Path(path).read_text())
     cfg = res.get("config", {})
     out = {}
+    from ucdir_core.ablation import ABLATIONS
+
+    order = ["baseline", *ABLATIONS]
     for split, methods in res["results"].items():
         rows = {}
-        for method, directions in methods.items():
-            for direction, m in directions.items():
+        for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
+            for direction, m in sorted(methods[method].items()):
                 rows[f"{method} {direction}"] = m
         protocol = (f"Protocol: {res.get('dataset', 'pacs')}, split {split}, backbone {cfg.get('backbone')}, "
                     f"{cfg.get('image_size')} px, {cfg.get('epochs')} epochs, last epoch, seed {res.get('seed')}; "
