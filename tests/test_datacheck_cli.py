@@ -88,7 +88,7 @@ def test_train_with_missing_root_and_bad_override(capsys, tmp_path):
 
 def test_train_skips_broken_files_with_count(capsys, tiny_root, tmp_path):
     (tiny_root / "a" / "x" / "zero.png").write_bytes(b"")
-    code, out, err = run_cli(capsys, "train", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir",
+    code, out, err = run_cli(capsys, "train", "--preset", "digits_scratch", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir",
                              str(tmp_path / "run"), "--quiet", "--backbone", "small_cnn", "--epochs", "1",
                              "--set", "batch_size=8", "--set", "image_size=16", "--set", "resize_size=16",
                              "--set", "num_clusters=3", "--set", "workers=0")

@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 def tiny(root):
-    return get_preset("digits").replace(
+    return get_preset("digits_scratch").replace(
         root=str(root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=2,
         warmup_epochs=1, cw_start=0, cw_weight_start=0.5, se_start=1, dod_start=1, num_clusters=(5,),
         kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")

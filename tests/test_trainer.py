@@ -14,7 +14,7 @@ from ucdir_core.trainer import Trainer
 
 @pytest.fixture
 def tiny_cfg(digits_root):
-    return get_preset("digits").replace(
+    return get_preset("digits_scratch").replace(
         root=str(digits_root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=3,
         warmup_epochs=1, cw_start=0, cw_sat=2, cw_weight_start=0.5, cw_weight_sat=1.0, se_start=1, dod_start=2,
         num_clusters=(5,), kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
@@ -80,7 +80,7 @@ def test_heldout_split_is_written_and_reused(tiny_cfg, tmp_path):
 
 def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1", "--quiet", "--device", "cpu"]
+    args = ["train", "--preset", "digits_scratch", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1", "--quiet", "--device", "cpu"]
     for key in ("max_images_per_domain", "image_size", "resize_size", "batch_size", "workers"):
         args += ["--set", f"{key}={getattr(tiny_cfg, key)}"]
     assert main(args) == 0
