@@ -16,12 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def save_figure(fig, name: str, figures_dir: str | Path, pdf: bool = False, caption: str | None = None) -> list[Path]:
+def save_figure(fig, name: str, figures_dir: str | Path, pdf: bool = False, caption: str | None = None,
+                dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``figures_dir/name.png`` (and ``.pdf``); a caption goes to ``name.txt``."""
     out = Path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     if pdf:
         paths.append(out / f"{name}.pdf")
         fig.savefig(paths[1], bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})

@@ -35,7 +35,7 @@ save_figure(fig, "00_class_counts", out.figures, caption=f"Images per domain and
 # %%
 rows, labels, cols = C.sample_grid(root, counts, per_class=4 if smoke else 6, seed=seed)
 fig = image_grid(rows, row_labels=labels, cell=0.9)
-save_figure(fig, "00_samples", out.figures, caption=f"Samples per domain and class, {cfg.dataset}.")
+save_figure(fig, "00_samples", out.figures, caption=f"Samples per domain and class, {cfg.dataset}.", dpi=90)
 
 # %% [markdown]
 # ## Check
