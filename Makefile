@@ -40,9 +40,9 @@ bench-pacs: install
 	$(BIN)/python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
 
 bench-scale: install
-	$(BIN)/python -m benchmarks.retrieval
+	$(BIN)/python -m benchmarks.retrieval --map-limit 50000
 	$(BIN)/python -m benchmarks.kmeans
-	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.throughput --steps 15
 
 clean:
 	rm -rf reports runs .pytest_cache

@@ -47,11 +47,16 @@ def naive(a, la, b, lb, ks):
 
 
 def blocked(a, la, b, lb, ks, with_map=True):
+    """ucdir_core.metrics; also the seconds spent in P@k and in mAP."""
     from ucdir_core.metrics import mean_average_precision, precision_at_k
 
+    t = time.perf_counter()
     out = {f"P@{k}": v for k, v in precision_at_k(a, la, b, lb, ks).items()}
+    out["seconds_pk"] = time.perf_counter() - t
     if with_map:
+        t = time.perf_counter()
         out["mAP"] = mean_average_precision(a, la, b, lb)
+        out["seconds_map"] = time.perf_counter() - t
     return out
 
 
