@@ -161,6 +161,14 @@ _PAPER_COMMON = dict(
     epochs=200, mlp=True, feature_dim=128, cw_start=20, cw_sat=100, cw_weight_start=0.0,
 )
 
+#: The CPU regime shared by the pacs and digits presets (see the pacs preset's comment).
+_CPU_REGIME = dict(
+    backbone="efficientnet_lite0", trunk_blocks=6, cached_views=6, freeze_bn=True, head_init="pca",
+    epochs=5, warmup_epochs=1, cw_start=1, cw_sat=3, cw_weight_start=0.0, cw_weight_sat=1.0,
+    se_temperature=0.1, se_weight=0.5, se_start=2, dod_weight=0.1, dod_start=2, lr=0.02,
+    eval_ks=(1, 5, 15), kmeans_restarts=1, workers=0,
+)
+
 #: Named presets. ``office_home`` and ``domainnet`` are the spec's table, pinned by a test.
 PRESETS: dict[str, UCDIRConfig] = {
     "office_home": UCDIRConfig(
@@ -183,20 +191,14 @@ PRESETS: dict[str, UCDIRConfig] = {
     # short schedule; 2e-4 moves nothing in 5 epochs).
     "pacs": UCDIRConfig(
         dataset="pacs", domains=("photo", "sketch"), num_clusters=(7,), image_size=128, resize_size=128,
-        backbone="efficientnet_lite0", trunk_blocks=6, cached_views=6, freeze_bn=True, head_init="pca",
-        epochs=5, warmup_epochs=1, cw_start=1, cw_sat=3, cw_weight_start=0.0, cw_weight_sat=1.0,
-        se_temperature=0.1, se_weight=0.5, se_start=2, dod_weight=0.1, dod_start=2, lr=0.02,
-        eval_ks=(1, 5, 15), eval_every=5, kmeans_restarts=1, workers=0,
+        eval_every=5, **_CPU_REGIME,
     ),
     # Digits (embedded default; 10 classes, 32 px images upscaled to 64): the PACS CPU regime
     # (frozen Lite0 stages, cached views, PCA head, 5 epochs) at 64 px with K = 10. Evaluated every
     # epoch (cheap here).
     "digits": UCDIRConfig(
         dataset="digits", domains=("handwritten", "printed"), num_clusters=(10,), image_size=64, resize_size=64,
-        backbone="efficientnet_lite0", trunk_blocks=6, cached_views=6, freeze_bn=True, head_init="pca",
-        epochs=5, warmup_epochs=1, cw_start=1, cw_sat=3, cw_weight_start=0.0, cw_weight_sat=1.0,
-        se_temperature=0.1, se_weight=0.5, se_start=2, dod_weight=0.1, dod_start=2, lr=0.02,
-        eval_ks=(1, 5, 15), eval_every=1, kmeans_restarts=1, workers=0,
+        eval_every=1, **_CPU_REGIME,
     ),
     # Digits from scratch: a small CNN end to end, 32 px (fast; used by the tests). It does not
     # learn cross-domain retrieval in 12 epochs (P@1 stays near chance, 10 %).
