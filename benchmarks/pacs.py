@@ -43,27 +43,10 @@ def base_config(root: str):
     return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs")
 
 
-def baseline(cfg) -> dict:
-    """The pretrained backbone without training: its pooled features of the evaluation view, from
-    the same cached trunk features (trunk + top = the whole backbone), cosine retrieval."""
-    from ucdir_core.metrics import retrieval_report
-    from ucdir_core.pipeline import load_split_images, cached_inputs
-    from ucdir_core.trainer import embed
-    from ucdir_core.device import select_device
-
-    images = load_split_images(cfg, None, check=False, log=lambda s: None)
-    inputs, top, _, _ = cached_inputs(cfg, images, progress=False)
-    device = select_device(cfg.device)
-    top = top.to(device).eval()
-    feats = inputs.map(lambda d: embed(top, d.test_eval, device, cfg.eval_batch_size))
-    return retrieval_report(feats.a, inputs.a.test_labels, feats.b, inputs.b.test_labels, cfg.eval_ks,
-                            names=tuple(cfg.domains))
-
-
 def run_method(cfg, method: str, runs: Path) -> dict:
     """Per-direction metrics of one method on one pair (last epoch)."""
-    if method == "baseline":
-        return baseline(cfg)
+    if method == "baseline":  # the pretrained backbone, untrained, same cached evaluation view
+        return C.baseline_report(cfg)[0]
     run_dir = runs / C.run_name(cfg, method)
     C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
     return C.summary(run_dir)["last"]["eval"]

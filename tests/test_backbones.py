@@ -1,6 +1,5 @@
 """Backbones: real Lite0 ImageNet weights, MoCo checkpoints, architectures by name."""
 
-import numpy as np
 import pytest
 import torch
 import torchvision

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from ucdir_core.cli import main
 from conftest import write_folder

@@ -92,19 +92,26 @@ def summary(run_dir: str | Path) -> dict:
 
 def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
     """P@k and mAP of the backbone's pooled features without any training (the "baseline" row),
-    on the same evaluated images and evaluation transform; also the features."""
+    on the same evaluated images and evaluation transform; also the features.
+
+    In the frozen-trunk regime the features come from the cached trunk outputs through the
+    (untrained) top, which composes to the whole backbone.
+    """
     from ucdir_core.backbones import build_backbone
-    from ucdir_core.metrics import retrieval_report
-    from ucdir_core.pipeline import image_inputs, load_split_images
     from ucdir_core.device import select_device
+    from ucdir_core.metrics import retrieval_report
+    from ucdir_core.pipeline import cached_inputs, image_inputs, load_split_images
     from ucdir_core.trainer import embed
 
     torch.manual_seed(cfg.seed)
     images = load_split_images(cfg, None, allow_unmatched_classes=True, check=False, log=lambda s: None)
-    backbone = build_backbone(cfg.backbone, cfg.checkpoint)
-    inputs = image_inputs(cfg, images, backbone)
+    if cfg.trunk_blocks is not None:
+        inputs, module, _, _ = cached_inputs(cfg, images, progress)
+    else:
+        backbone = build_backbone(cfg.backbone, cfg.checkpoint)
+        inputs, module = image_inputs(cfg, images, backbone), backbone.module
     device = select_device(cfg.device)
-    module = backbone.module.to(device)
+    module = module.to(device).eval()
     feats = inputs.map(lambda d: embed(module, d.test_eval, device, cfg.eval_batch_size, cfg.workers, progress).cpu())
     report = retrieval_report(feats.a, inputs.a.test_labels, feats.b, inputs.b.test_labels, cfg.eval_ks,
                               names=tuple(cfg.domains))

@@ -131,7 +131,10 @@ def heldout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 
 def write_split(path: Path, split: dict[str, dict[str, list[str]]]) -> None:
-    path.write_text(json.dumps(split, indent=1))
+    """``{domain: {"train": [paths], "test": [paths]}}`` as JSON, written atomically."""
+    from ucdir_core.runs import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(split, indent=1).encode())
 
 
 def read_split(path: Path) -> dict[str, dict[str, list[str]]]:

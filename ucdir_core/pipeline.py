@@ -14,7 +14,8 @@ import torch
 from ucdir_core import runs
 from ucdir_core.backbones import Backbone, build_backbone
 from ucdir_core.config import UCDIRConfig
-from ucdir_core.data import DataError, DomainImages, EvalImages, TwoViews, heldout_split, load_domains, subsample
+from ucdir_core.data import (DataError, DomainImages, EvalImages, TwoViews, heldout_split, load_domains, read_split,
+                             subsample, write_split)
 from ucdir_core.images import eval_transform, train_transform
 from ucdir_core.model import Encoder
 from ucdir_core.pair import DomainPair
@@ -55,7 +56,8 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
     from ucdir_core.datasets import BENCHMARKS
 
     root = resolve_root(cfg)
-    classes = BENCHMARKS[cfg.dataset].classes if cfg.dataset in BENCHMARKS and cfg.dataset == "domainnet" else None
+    # DomainNet's folders hold 345 classes; the benchmark uses its 7-class subset
+    classes = BENCHMARKS["domainnet"].classes if cfg.dataset == "domainnet" else None
     bad: set[str] = set()
     if check:
         report = check_dataset(root, cfg.domains, classes=classes, progress=False)
@@ -72,7 +74,7 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
         return images.map(lambda d: SplitImages(d, d))
     split_path = Path(run_dir) / runs.SPLIT if run_dir is not None else None
     if split_path is not None and split_path.exists():
-        saved = runs.json.loads(split_path.read_text())
+        saved = read_split(split_path)
         out = []
         for d in images:
             pos = {p: i for i, p in enumerate(d.paths)}
@@ -88,7 +90,7 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
         out.append(SplitImages(d.subset(tr), d.subset(te)))
         record[d.name] = {"train": out[-1].train.paths, "test": out[-1].test.paths}
     if split_path is not None:
-        runs.write_json(split_path, record)
+        write_split(split_path, record)
     return DomainPair(*out)
 
 
@@ -130,11 +132,9 @@ def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: b
         return DomainInputs(CachedTwoViews(views[tr]), CachedEval(evals[tr], s.train.paths),
                             CachedEval(evals[te], s.test.paths), s.test.labels, s.train is s.test)
 
-    trunk_cpu = trunk
-
     @torch.no_grad()
     def to_input(img):
-        return trunk_cpu.to(device)(eval_tf(img)[None].to(device))[0].float()
+        return trunk.to(device)(eval_tf(img)[None].to(device))[0].float()
 
     return images.map(build), top, bb.dim, to_input
 
