@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", default=["full", "heldout"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="first seed for every row, the others "
                    "for the instance and full rows (default 0 1)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="rows to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the regime")
     p.add_argument("--table", help="print the README table of means from this results file and exit")
     args = p.parse_args(argv)
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
         for a, b in pairs:
             cfg = cfg0.replace(domains=(a, b), split=split)
             for seed in args.seeds:
-                for method in METHODS:
+                for method in args.methods:
                     if seed != args.seeds[0] and (method not in SEEDED or split != "full"):
                         continue  # second seeds: instance and full rows, full split
                     t = time.time()

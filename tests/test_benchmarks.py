@@ -3,13 +3,16 @@
 import pytest
 
 from benchmarks.pacs import means_table
-from benchmarks.retrieval import blocked, make_data, naive
+from benchmarks.retrieval import blocked, make_data, naive, reference
 
 
-def test_naive_and_blocked_agree():
+@pytest.mark.parametrize("impl", [naive, reference])
+def test_naive_and_blocked_agree(impl):
     a, la, b, lb = make_data(300, 16, 7)
-    want = naive(a, la, b, lb, (1, 5, 15))
+    want = {k: v for k, v in impl(a, la, b, lb, (1, 5, 15)).items() if not k.startswith("seconds")}
+    assert 5 < want["mAP"] < 95  # not a degenerate case
     got = blocked(a, la, b, lb, (1, 5, 15))
+    assert set(got) == set(want)
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-4), k
 

@@ -1,4 +1,5 @@
-"""Two processes (gloo, CPU): identical memory banks on both ranks, metrics close to one process."""
+"""Two processes (gloo, CPU): identical memory banks on both ranks, metrics close to one process,
+and a run killed in its second epoch resumes under two processes to the uninterrupted result."""
 
 import json
 import os
@@ -24,20 +25,45 @@ def tiny(root):
         kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
 
 
-def worker(rank, world, port, root, out):
+def worker(rank, world, port, root, out, mode="fit"):
+    """``mode``: "fit" (whole run), "kill" (dies at the start of the second epoch), "resume"."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
+    import torch.distributed as dist
+
     from ucdir_core.distributed import init_from_env
     from ucdir_core.pipeline import build_trainer
+    from ucdir_core.trainer import Trainer
 
     init_from_env()
     trainer, _ = build_trainer(tiny(root), os.path.join(out, "run"), progress=False, log=lambda s: None)
-    history = trainer.fit()
-    torch.save({"banks": [b.clone() for b in trainer.model.banks], "eval": history[-1]["eval"],
-                "params": [p.detach().clone() for p in trainer.model.encoder_q.parameters()]},
-               os.path.join(out, f"rank{rank}.pt"))
-    import torch.distributed as dist
+    if mode == "kill":
+        original = Trainer.train_epoch
 
+        def killed(self, epoch, clustering):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            return original(self, epoch, clustering)
+
+        Trainer.train_epoch = killed
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            dist.destroy_process_group()
+            return
+        raise AssertionError("the run was not interrupted")
+    trained, original = [], Trainer.train_epoch
+
+    def counted(self, epoch, clustering):
+        trained.append(epoch)
+        return original(self, epoch, clustering)
+
+    Trainer.train_epoch = counted
+    history = trainer.fit(resume=mode == "resume")
+    torch.save({"banks": [b.clone() for b in trainer.model.banks], "eval": history[-1]["eval"],
+                "params": [p.detach().clone() for p in trainer.model.encoder_q.parameters()],
+                "trained_epochs": trained},
+               os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -58,3 +84,23 @@ def test_two_processes_keep_banks_identical(digits_root, tmp_path):
     single = train(tiny(digits_root), tmp_path / "single", progress=False, log=lambda s: None)[-1]["eval"]
     for direction, metrics in single.items():
         assert abs(metrics["mAP"] - r0["eval"][direction]["mAP"]) < 5.0
+
+
+@pytest.mark.slow
+def test_two_process_resume_after_kill_equals_uninterrupted(digits_root, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    mp.spawn(worker, args=(2, free_port(), str(digits_root), str(full)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(digits_root), str(killed), "kill"), nprocs=2, join=True)
+    assert torch.load(killed / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert not (killed / "rank0.pt").exists()
+    mp.spawn(worker, args=(2, free_port(), str(digits_root), str(killed), "resume"), nprocs=2, join=True)
+    for rank in (0, 1):
+        want, got = (torch.load(d / f"rank{rank}.pt", weights_only=False) for d in (full, killed))
+        for b0, b1 in zip(want["banks"], got["banks"]):
+            torch.testing.assert_close(b1, b0)
+        for p0, p1 in zip(want["params"], got["params"]):
+            torch.testing.assert_close(p1, p0)
+        assert got["eval"] == want["eval"]
+        assert want["trained_epochs"] == [0, 1] and got["trained_epochs"] == [1]  # epoch 0 came from last.pt
+    rows = [json.loads(line) for line in (killed / "run" / "history.jsonl").read_text().splitlines()[1:]]
+    assert [r["epoch"] for r in rows] == [0, 1]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ucdir_core.metrics import mean_average_precision, precision_at_k, retrieval_report, selection_score
+from ucdir_core.metrics import (mean_average_precision, precision_at_k, retrieval_metrics, retrieval_report,
+                                selection_score)
 
 
 def angle(deg):
@@ -51,6 +52,24 @@ def test_map_hand_worked(hand_case):
     assert mean_average_precision(*hand_case) == pytest.approx(expected)
 
 
+def test_map_ties_rank_irrelevant_first():
+    # relevant g0 and irrelevant g1 score the same: the pessimistic order puts g1 first -> AP = 1/2
+    assert mean_average_precision([[1.0, 0.0]], [0], [[1.0, 0.0], [1.0, 0.0]], [0, 1]) == pytest.approx(50.0)
+    # among relevant items a tie changes nothing: AP = 1
+    assert mean_average_precision([[1.0, 0.0]], [0], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [0, 0, 1]) == \
+        pytest.approx(100.0)
+
+
+def test_gallery_of_one_class_and_label_gaps():
+    rng = np.random.default_rng(3)
+    q, g = rng.normal(size=(5, 4)), rng.normal(size=(9, 4))
+    assert mean_average_precision(q, [7] * 5, g, [7] * 9) == pytest.approx(100.0)  # every item relevant
+    ql, gl = np.array([0, 9, 9, 4, 0]), np.array([9, 0, 9, 9, 2, 0, 0, 9, 2])  # labels 2 and 9, 4 absent
+    want_p, want_map = naive(q, ql, g, gl, (1, 3))
+    got = retrieval_metrics(q, ql, g, gl, ks=(1, 3))
+    assert got == pytest.approx({"P@1": want_p[1], "P@3": want_p[3], "mAP": want_map})
+
+
 def naive(query, ql, gallery, gl, ks):
     q = query / np.linalg.norm(query, axis=1, keepdims=True)
     g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -81,6 +100,8 @@ def test_blocked_equals_naive(block):
     for k in want_p:
         assert got_p[k] == pytest.approx(want_p[k])
     assert mean_average_precision(query, ql, gallery, gl, block_size=block) == pytest.approx(want_map)
+    one_pass = retrieval_metrics(query, ql, gallery, gl, ks=(1, 5, 15, 100), block_size=block)
+    assert one_pass == pytest.approx({**{f"P@{k}": v for k, v in want_p.items()}, "mAP": want_map})
 
 
 def test_tensors_and_arrays_agree_and_report_shape():

@@ -1,8 +1,11 @@
-"""Cross-domain retrieval metrics (spec section 4), in bounded memory.
+"""Cross-domain retrieval metrics (spec section 4), in bounded memory and without a full sort.
 
-Queries are processed in blocks: each block's similarities to the whole gallery are computed,
-reduced (a top-k for P@k; a per-row sort for mAP) and dropped, so peak memory is
-``block x N_gallery`` floats whatever the number of queries. Similarity is cosine (rows are
+The gallery is ordered by label once, so the items relevant to a query of class c are one
+contiguous slice of columns. Queries are taken class by class, in blocks; each block's
+similarities to the whole gallery (``block x N_gallery`` floats, the peak memory whatever the
+number of queries) give P@k through a top-k, and mAP through exact rank counting: only the
+relevant scores are sorted, and every irrelevant score is placed among them by binary search, which
+gives each relevant item's rank without sorting the row. Similarity is cosine (rows are
 L2-normalised here). Everything runs on the device of the inputs (CPU for numpy arrays).
 """
 
@@ -34,86 +37,114 @@ def _prepare(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gall
     return q, ql, g, gl
 
 
-def _relevant_counts(ql: Tensor, gl: Tensor) -> Tensor:
-    """r_i: number of gallery items with the query's label. Shape: (n_query,)."""
-    n_classes = int(max(ql.max(), gl.max())) + 1
+def _class_counts(ql: Tensor, gl: Tensor) -> Tensor:
+    """Gallery items per label, for every label of either side. Shape: (n_labels,)."""
     if int(min(ql.min(), gl.min())) < 0:
         raise ValueError("labels must be non-negative integers")
-    counts = torch.bincount(gl, minlength=n_classes)
-    return counts[ql]
+    return torch.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)
 
 
-def precision_at_k(
+def _average_precision_rows(sims: Tensor, start: int, end: int) -> Tensor:
+    r"""Exact AP of each row when columns ``start:end`` are the relevant ones. Shape: (B, m) -> (B,).
+
+    For the relevant scores sorted ascending, :math:`s_{(0)} \le \dots \le s_{(R-1)}`, the item at
+    ascending index a is the j-th relevant (j = R - a) and its rank is j plus the irrelevant
+    items scoring at least as high. ``searchsorted`` gives, for each irrelevant score, how many
+    relevant scores it reaches; a histogram of that and a suffix sum give the counts. Ties between
+    a relevant and an irrelevant score rank the irrelevant one first (the pessimistic order).
+    """
+    n_rel = end - start
+    rel_sorted = sims[:, start:end].sort(dim=1).values  # B x R ascending
+    hist = torch.zeros(sims.shape[0], n_rel + 1, dtype=torch.float32, device=sims.device)
+    for part in (sims[:, :start], sims[:, end:]):
+        if part.shape[1]:
+            reach = torch.searchsorted(rel_sorted, part.contiguous(), right=True)  # B x n, in [0, R]
+            hist.scatter_add_(1, reach, torch.ones(reach.shape, dtype=hist.dtype, device=hist.device))
+    above = hist.flip(1).cumsum(1).flip(1)[:, 1:].double()  # B x R: irrelevant above relevant #a
+    j = torch.arange(n_rel, 0, -1, device=sims.device, dtype=torch.float64)  # R .. 1
+    return (j / (j + above)).sum(dim=1) / n_rel
+
+
+def retrieval_metrics(
     query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
-    ks: Iterable[int] = (1, 5, 15), block_size: int = 1024,
-) -> dict[int, float]:
-    r"""Pooled, capped precision at k, in percent, as the reference computes it.
+    ks: Iterable[int] = (1, 5, 15), with_map: bool = True, block_size: int = 256,
+) -> dict[str, float]:
+    r"""P@k for every k in ``ks`` and (``with_map``) mAP, in percent, in one pass over the gallery.
 
-    For query i with label :math:`y_i`, :math:`r_i` = gallery items labelled :math:`y_i` and
-    :math:`k_i = \min(k, r_i)`:
+    P@k is pooled and capped, as the reference computes it: for query i with label :math:`y_i`,
+    :math:`r_i` = gallery items labelled :math:`y_i` and :math:`k_i = \min(k, r_i)`,
 
     .. math:: P@k = 100\,\frac{\sum_i \#\{y_i \text{ among the top } k_i\}}{\sum_i k_i}
 
-    Pooled over queries (not a mean of per-query precisions); not the textbook P@k when
-    :math:`r_i < k`. A query whose class is absent from the gallery (:math:`r_i = 0`) counts
-    nowhere. NaN when no query has a relevant item.
+    (not a mean of per-query precisions; not the textbook P@k when :math:`r_i < k`). mAP is over
+    the whole ranking, :math:`AP_i = \frac{1}{r_i}\sum_{j=1}^{r_i} j / \mathrm{rank}_j`, exact, by
+    rank counting (:func:`_average_precision_rows`). A query whose class is absent from the
+    gallery counts nowhere; NaN when no query has a relevant item.
 
     Shape:
         query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
+    Returns:
+        ``{"P@1": ..., "P@5": ..., "mAP": ...}``.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError("ks must be positive integers")
+    if block_size < 1:
+        raise ValueError("block_size must be positive")
     q, ql, g, gl = _prepare(query, query_labels, gallery, gallery_labels)
-    r = _relevant_counts(ql, gl)  # n
+    counts = _class_counts(ql, gl)
+    offsets = [0, *torch.cumsum(counts, 0).tolist()]
+    g_sorted = g[torch.argsort(gl, stable=True)]  # relevant items of class c: offsets[c]:offsets[c + 1]
     kmax = min(ks[-1], g.shape[0])
-    hits = {k: 0 for k in ks}
-    for start in range(0, q.shape[0], block_size):
-        sims = q[start:start + block_size] @ g.t()  # B x m
-        top = sims.topk(kmax, dim=1).indices  # B x kmax
-        match = (gl[top] == ql[start:start + block_size, None]).long().cumsum(dim=1)  # B x kmax
-        r_blk = r[start:start + block_size]
-        for k in ks:
-            k_i = torch.clamp(r_blk, max=min(k, kmax))  # B
-            got = match.gather(1, (k_i - 1).clamp(min=0).view(-1, 1)).squeeze(1)
-            hits[k] += int(torch.where(k_i > 0, got, torch.zeros_like(got)).sum())
-    out = {}
-    for k in ks:
-        denom = int(torch.clamp(r, max=k).sum())
-        out[k] = 100.0 * hits[k] / denom if denom else float("nan")
+    hits, denom = dict.fromkeys(ks, 0), dict.fromkeys(ks, 0)
+    ap_sum, n_valid = 0.0, 0
+    for c in torch.unique(ql).tolist():
+        start, end = offsets[c], offsets[c + 1]
+        if end == start:
+            continue  # class absent from the gallery: this query counts nowhere
+        rows = (ql == c).nonzero().view(-1)
+        for b in range(0, rows.numel(), block_size):
+            sims = q[rows[b:b + block_size]] @ g_sorted.t()  # B x m
+            top = sims.topk(kmax, dim=1).indices
+            found = ((top >= start) & (top < end)).long().cumsum(dim=1)  # B x kmax
+            for k in ks:
+                k_c = min(k, end - start)
+                hits[k] += int(found[:, min(k_c, kmax) - 1].sum())
+                denom[k] += k_c * sims.shape[0]
+            if with_map:
+                ap_sum += float(_average_precision_rows(sims, start, end).sum())
+                n_valid += sims.shape[0]
+    out = {f"P@{k}": (100.0 * hits[k] / denom[k] if denom[k] else float("nan")) for k in ks}
+    if with_map:
+        out["mAP"] = 100.0 * ap_sum / n_valid if n_valid else float("nan")
     return out
+
+
+def precision_at_k(
+    query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
+    ks: Iterable[int] = (1, 5, 15), block_size: int = 256,
+) -> dict[int, float]:
+    """Pooled, capped precision at k, in percent: ``{k: P@k}`` (see :func:`retrieval_metrics`).
+
+    Shape:
+        query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
+    """
+    res = retrieval_metrics(query, query_labels, gallery, gallery_labels, ks, with_map=False, block_size=block_size)
+    return {int(key[2:]): v for key, v in res.items()}
 
 
 def mean_average_precision(
     query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
     block_size: int = 256,
 ) -> float:
-    r"""Mean average precision over the whole ranking, in percent.
+    r"""Mean average precision over the whole ranking, in percent (see :func:`retrieval_metrics`).
 
-    :math:`AP_i = \frac{1}{r_i}\sum_{j=1}^{r_i} \frac{j}{\mathrm{rank}_j}` where
-    :math:`\mathrm{rank}_j` is the position of the j-th relevant gallery item. Queries whose class
-    is absent from the gallery are left out of the mean. Exact: each block of rows is sorted, and
-    only the positions of relevant items are kept.
+    Queries whose class is absent from the gallery are left out of the mean.
 
     Shape:
         query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
     """
-    q, ql, g, gl = _prepare(query, query_labels, gallery, gallery_labels)
-    r = _relevant_counts(ql, gl)
-    ap_sum, n_valid = 0.0, 0
-    positions = torch.arange(1, g.shape[0] + 1, device=q.device, dtype=torch.float32)
-    for start in range(0, q.shape[0], block_size):
-        sims = q[start:start + block_size] @ g.t()  # B x m
-        order = sims.argsort(dim=1, descending=True)
-        rel = (gl[order] == ql[start:start + block_size, None]).float()  # B x m, 1 where relevant
-        del sims, order
-        precision_at_hits = rel.cumsum(dim=1) / positions * rel  # B x m
-        r_blk = r[start:start + block_size].float()
-        valid = r_blk > 0
-        ap = precision_at_hits.sum(dim=1) / r_blk.clamp(min=1)
-        ap_sum += float(ap[valid].sum())
-        n_valid += int(valid.sum())
-    return 100.0 * ap_sum / n_valid if n_valid else float("nan")
+    return retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(1,), block_size=block_size)["mAP"]
 
 
 def retrieval_report(
@@ -124,10 +155,7 @@ def retrieval_report(
     out = {}
     for (qn, qe, qlab), (gn, ge, glab) in (((names[0], emb_a, labels_a), (names[1], emb_b, labels_b)),
                                             ((names[1], emb_b, labels_b), (names[0], emb_a, labels_a))):
-        row = {f"P@{k}": v for k, v in precision_at_k(qe, qlab, ge, glab, ks).items()}
-        if with_map:
-            row["mAP"] = mean_average_precision(qe, qlab, ge, glab)
-        out[f"{qn}->{gn}"] = row
+        out[f"{qn}->{gn}"] = retrieval_metrics(qe, qlab, ge, glab, ks, with_map=with_map)
     return out
 
 

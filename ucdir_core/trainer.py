@@ -275,7 +275,7 @@ class Trainer:
                 if self.best is None or row["score"] > self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["score"], "eval": report}
                     if D.is_main():
-                            runs.atomic_torch_save({"epoch": epoch, "model": self.model.state_dict(),
+                        runs.atomic_torch_save({"epoch": epoch, "model": self.model.state_dict(),
                                                 "config": cfg.to_dict()}, self.run.file(runs.BEST))
             row["wall_seconds"] = time.time() - t0
             if D.is_main():  # one process writes the run folder
