@@ -65,9 +65,11 @@ def main(argv=None) -> int:
                    help="rows to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the regime")
     p.add_argument("--table", help="print the README table of means from this results file and exit")
+    p.add_argument("--table-pairs", nargs="+", metavar="A-B", help="with --table: average over these pairs only")
     args = p.parse_args(argv)
     if args.table:
-        print(means_table(json.loads(Path(args.table).read_text())))
+        pairs = [tuple(s.split("-")) for s in args.table_pairs] if args.table_pairs else None
+        print(means_table(json.loads(Path(args.table).read_text()), pairs))
         return 0
     cfg0 = base_config(args.root).with_overrides(args.set)
     pairs = [tuple(s.split("-")) for s in args.pairs] if args.pairs else list(combinations(DOMAINS, 2))
@@ -104,12 +106,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def means_table(res: dict) -> str:
-    """Markdown: mean over directions of P@1, P@5, P@15, mAP for each split and method."""
+def _directions(dirs: dict, pairs: list[tuple[str, str]] | None) -> dict:
+    """The directions of ``dirs`` ("a->b") whose two domains form one of ``pairs`` (all if None)."""
+    if pairs is None:
+        return dirs
+    keep = {frozenset(p) for p in pairs}
+    return {d: v for d, v in dirs.items() if frozenset(d.split("->")) in keep}
+
+
+def means_table(res: dict, pairs: list[tuple[str, str]] | None = None) -> str:
+    """Markdown: mean over directions (of ``pairs`` only, if given) of P@1, P@5, P@15, mAP for
+    each split and method."""
     lines = []
     for split, methods in res["results"].items():
+        methods = {m: _directions(d, pairs) for m, d in methods.items()}
+        if not any(methods.values()):
+            raise ValueError(f"no direction of {pairs} in the results")
         n_dirs = max(len(d) for d in methods.values())
-        lines += [f"**split {split}** (mean over {n_dirs} directions; last epoch; seed {res['seed']})", "",
+        which = "" if pairs is None else " of " + ", ".join("-".join(p) for p in pairs)
+        lines += [f"**split {split}** (mean over {n_dirs} directions{which}; last epoch; seed {res['seed']})", "",
                   "| method | P@1 | P@5 | P@15 | mAP |", "|---|---:|---:|---:|---:|"]
         for method in sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
             dirs = methods[method]
@@ -117,7 +132,7 @@ def means_table(res: dict) -> str:
             extra = ""
             for seed, other in res.get("seeds", {}).items():
                 if method in other.get(split, {}):
-                    o = other[split][method]
+                    o = _directions(other[split][method], pairs)
                     extra += f" (seed {seed}: P@1 {np.mean([v['P@1'] for v in o.values()]):.1f}, " \
                              f"mAP {np.mean([v['mAP'] for v in o.values()]):.1f})"
             lines.append(f"| {method}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |")

@@ -24,3 +24,13 @@ def test_means_table_from_results():
     text = means_table(res)
     assert "| baseline (seed 1: P@1 50.0, mAP 20.0) | 40.0 | 40.0 | 30.0 | 20.0 |" in text
     assert "mean over 2 directions" in text
+
+
+def test_means_table_over_chosen_pairs():
+    row = {"P@1": 50.0, "P@5": 40.0, "P@15": 30.0, "mAP": 20.0}
+    dirs = {"a->b": row, "b->a": row, "a->c": {**row, "P@1": 10.0}, "c->a": {**row, "P@1": 10.0}}
+    res = {"seed": 0, "results": {"full": {"baseline": dirs}}}
+    text = means_table(res, [("c", "a")])
+    assert "| baseline | 10.0 | 40.0 | 30.0 | 20.0 |" in text and "mean over 2 directions of c-a" in text
+    with pytest.raises(ValueError):
+        means_table(res, [("b", "c")])

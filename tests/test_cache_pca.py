@@ -58,6 +58,11 @@ def test_cached_regime_trains_and_resumes(digits_root, tmp_path, monkeypatch):
     history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert len(history) == 2 and history[1]["loss_cluster"] != 0
     assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 4  # views + eval, per domain
+    from ucdir_core.evaluation import evaluate_run
+
+    again = evaluate_run(tmp_path / "run")["eval"]  # no PCA init here: the checkpoint holds the head
+    for direction, metrics in history[-1]["eval"].items():
+        assert again[direction] == pytest.approx(metrics, abs=1e-6)
     trainer, _ = build_trainer(cfg, tmp_path / "run2", progress=False, log=lambda s: None)
     x, _ = trainer.inputs.a.train_eval[0]
     assert x.shape == (256, 2, 2)  # resnet18 after layer3 at 32 px

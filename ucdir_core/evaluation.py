@@ -23,7 +23,8 @@ def load_run(run_dir: str | Path, which: str = "last", progress: bool = False) -
     path = run.file(name)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}")
-    trainer, _ = build_trainer(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None)
+    trainer, _ = build_trainer(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None,
+                               init_head=False)  # the checkpoint overwrites the head
     state = torch.load(path, map_location=trainer.device, weights_only=False)
     trainer.model.load_state_dict(state["model"])
     trainer.epoch = int(state["epoch"])

@@ -146,8 +146,12 @@ def build_encoder(cfg: UCDIRConfig, backbone: Backbone | None = None) -> Encoder
 
 
 def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
-                  log: Callable[[str], None] = print) -> tuple[Trainer, DomainPair[SplitImages]]:
-    """Everything a run needs, from its config. Seeds torch before building the model."""
+                  log: Callable[[str], None] = print, init_head: bool = True) -> tuple[Trainer, DomainPair[SplitImages]]:
+    """Everything a run needs, from its config. Seeds torch before building the model.
+
+    ``init_head=False`` skips the PCA head initialisation (``head_init="pca"``), for a model whose
+    weights are about to come from a checkpoint.
+    """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     images = load_split_images(cfg, Path(run_dir), allow_unmatched_classes=allow_unmatched_classes, log=log)
@@ -166,7 +170,7 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
         def to_input(img):
             return eval_tf(img)
 
-    if cfg.head_init == "pca":
+    if cfg.head_init == "pca" and init_head:
         from ucdir_core.model import init_head_pca
         from ucdir_core.device import select_device
         from ucdir_core.trainer import embed
@@ -190,5 +194,6 @@ def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress:
         if saved != cfg:
             warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=2)
         cfg = saved
-    trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log)
+    resuming = resume and run.file(runs.LAST).exists()  # weights come from last.pt
+    trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
     return trainer.fit(resume=resume, command=command)
