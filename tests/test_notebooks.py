@@ -28,3 +28,22 @@ def test_notebook_in_sync_clean_and_parameterised(src):
     assert first.startswith("# 0") and "ECCV 2022" in first
     last = "".join(committed["cells"][-1]["source"])
     assert "assert" in last  # the check cell
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(src, caplog):
+    import papermill as pm
+
+    with caplog.at_level("WARNING"):
+        found = pm.inspect_notebook(str(ROOT / "notebooks" / f"{src.stem}.ipynb"))
+    assert {"data", "preset", "domains", "epochs", "seed", "device", "smoke"} <= set(found)
+    assert "Unable to parse" not in caplog.text
+
+
+def test_unknown_notebook_parameter_is_refused(tmp_path):
+    from ucdir_core.notebooks import run
+
+    params = tmp_path / "p.yaml"
+    params.write_text("results_fil: results/pacs.json\n")  # misspelt
+    with pytest.raises(SystemExit, match="results_fil"):
+        run(ROOT, "digits", True, parameters=params)

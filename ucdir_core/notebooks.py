@@ -59,10 +59,15 @@ def run(root: Path, data: str, smoke: bool, parameters: Path | None = None, only
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
     if not notebooks:
         raise SystemExit("no notebooks found in notebooks/ (run `make notebooks`)")
+    declared = {nb: set(pm.inspect_notebook(str(nb))) for nb in notebooks}
+    unknown = set(params) - set().union(*declared.values())
+    if unknown:
+        raise SystemExit(f"no notebook takes the parameter(s) {', '.join(sorted(unknown))}")
     for i, nb in enumerate(notebooks, 1):
         t0 = time.time()
         print(f"[{i}/{len(notebooks)}] {nb.name} (data={data}, smoke={smoke})", flush=True)
-        pm.execute_notebook(str(nb), str(reports / nb.name), parameters=params, cwd=str(root),
+        own = {k: v for k, v in params.items() if k in declared[nb]}  # each notebook gets only its own
+        pm.execute_notebook(str(nb), str(reports / nb.name), parameters=own, cwd=str(root),
                             kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False)
         print(f"    done in {time.time() - t0:.0f} s -> {reports / nb.name}", flush=True)
     return reports

@@ -10,7 +10,7 @@
 # trained here with the notebook's parameters. The protocol is written above each table.
 
 #PARAMS#
-results_file = None  # a benchmark results JSON (e.g. "results/pacs.json"); None = train each pair here
+results_file = None  # a benchmark results JSON (e.g. "results/pacs.json"); None: train each pair here
 
 # %%
 from IPython.display import Markdown, display
