@@ -47,3 +47,6 @@ def test_unknown_notebook_parameter_is_refused(tmp_path):
     params.write_text("results_fil: results/pacs.json\n")  # misspelt
     with pytest.raises(SystemExit, match="results_fil"):
         run(ROOT, "digits", True, parameters=params)
+    params.write_text("results_file: results/pacs.json\n")  # 04's parameter, fine with --only 02
+    with pytest.raises(SystemExit, match="no notebooks found"):
+        run(ROOT, "digits", True, parameters=params, only=["99"])

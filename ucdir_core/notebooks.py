@@ -55,14 +55,14 @@ def run(root: Path, data: str, smoke: bool, parameters: Path | None = None, only
     reports = root / "reports" / tag
     reports.mkdir(parents=True, exist_ok=True)
     notebooks = sorted((root / "notebooks").glob("0*.ipynb"))
-    if only:
-        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
-    if not notebooks:
-        raise SystemExit("no notebooks found in notebooks/ (run `make notebooks`)")
     declared = {nb: set(pm.inspect_notebook(str(nb))) for nb in notebooks}
     unknown = set(params) - set().union(*declared.values())
     if unknown:
         raise SystemExit(f"no notebook takes the parameter(s) {', '.join(sorted(unknown))}")
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
+    if not notebooks:
+        raise SystemExit("no notebooks found in notebooks/ (run `make notebooks`)")
     for i, nb in enumerate(notebooks, 1):
         t0 = time.time()
         print(f"[{i}/{len(notebooks)}] {nb.name} (data={data}, smoke={smoke})", flush=True)

@@ -111,7 +111,7 @@ def ablation_bars(table: Mapping[str, Mapping[str, float]], metrics: Sequence[st
         ax.bar(x + i * width - 0.4 + width / 2, [table[m][k] for k in metrics], width, label=m)
     ax.set_xticks(x, metrics)
     ax.set_ylabel("percent (mean of both directions)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes, never over a bar
     fig.tight_layout()
     return fig
 
