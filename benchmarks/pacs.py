@@ -43,6 +43,11 @@ def base_config(root: str):
     return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs")
 
 
+def parse_pairs(specs: list[str] | None) -> list[tuple[str, str]] | None:
+    """``["photo-sketch", ...]`` -> ``[("photo", "sketch"), ...]`` (None when not given)."""
+    return [tuple(s.split("-")) for s in specs] if specs else None
+
+
 def run_method(cfg, method: str, runs: Path) -> dict:
     """Per-direction metrics of one method on one pair (last epoch)."""
     if method == "baseline":  # the pretrained backbone, untrained, same cached evaluation view
@@ -68,11 +73,10 @@ def main(argv=None) -> int:
     p.add_argument("--table-pairs", nargs="+", metavar="A-B", help="with --table: average over these pairs only")
     args = p.parse_args(argv)
     if args.table:
-        pairs = [tuple(s.split("-")) for s in args.table_pairs] if args.table_pairs else None
-        print(means_table(json.loads(Path(args.table).read_text()), pairs))
+        print(means_table(json.loads(Path(args.table).read_text()), parse_pairs(args.table_pairs)))
         return 0
     cfg0 = base_config(args.root).with_overrides(args.set)
-    pairs = [tuple(s.split("-")) for s in args.pairs] if args.pairs else list(combinations(DOMAINS, 2))
+    pairs = parse_pairs(args.pairs) or list(combinations(DOMAINS, 2))
     pairs.sort(key=lambda pair: pair != ("photo", "sketch"))  # the notebooks' pair first
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}

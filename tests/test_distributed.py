@@ -37,29 +37,23 @@ def worker(rank, world, port, root, out, mode="fit"):
 
     init_from_env()
     trainer, _ = build_trainer(tiny(root), os.path.join(out, "run"), progress=False, log=lambda s: None)
-    if mode == "kill":
-        original = Trainer.train_epoch
-
-        def killed(self, epoch, clustering):
-            if epoch == 1:
-                raise KeyboardInterrupt
-            return original(self, epoch, clustering)
-
-        Trainer.train_epoch = killed
-        try:
-            trainer.fit()
-        except KeyboardInterrupt:
-            dist.destroy_process_group()
-            return
-        raise AssertionError("the run was not interrupted")
     trained, original = [], Trainer.train_epoch
 
     def counted(self, epoch, clustering):
+        if mode == "kill" and epoch == 1:
+            raise KeyboardInterrupt  # the processes die at the start of the second epoch
         trained.append(epoch)
         return original(self, epoch, clustering)
 
     Trainer.train_epoch = counted
-    history = trainer.fit(resume=mode == "resume")
+    try:
+        history = trainer.fit(resume=mode == "resume")
+    except KeyboardInterrupt:
+        if mode != "kill":
+            raise
+        dist.destroy_process_group()
+        return
+    assert mode != "kill", "the run was not interrupted"
     torch.save({"banks": [b.clone() for b in trainer.model.banks], "eval": history[-1]["eval"],
                 "params": [p.detach().clone() for p in trainer.model.encoder_q.parameters()],
                 "trained_epochs": trained},

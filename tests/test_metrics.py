@@ -122,3 +122,5 @@ def test_bad_shapes_are_refused():
         precision_at_k(np.zeros((2, 3)), [0], np.zeros((2, 3)), [0, 1])
     with pytest.raises(ValueError):
         precision_at_k(np.ones((2, 3)), [0, 1], np.ones((2, 3)), [0, 1], ks=(0,))
+    with pytest.raises(ValueError):
+        precision_at_k(np.ones((2, 3)), [0, 1], np.ones((2, 3)), [0, 1], ks=())

@@ -87,15 +87,15 @@ def retrieval_metrics(
         ``{"P@1": ..., "P@5": ..., "mAP": ...}``.
     """
     ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise ValueError("ks must be positive integers")
+    if (not ks and not with_map) or (ks and ks[0] < 1):
+        raise ValueError("ks must be positive integers (and may be empty only with with_map)")
     if block_size < 1:
         raise ValueError("block_size must be positive")
     q, ql, g, gl = _prepare(query, query_labels, gallery, gallery_labels)
     counts = _class_counts(ql, gl)
     offsets = [0, *torch.cumsum(counts, 0).tolist()]
     g_sorted = g[torch.argsort(gl, stable=True)]  # relevant items of class c: offsets[c]:offsets[c + 1]
-    kmax = min(ks[-1], g.shape[0])
+    kmax = min(ks[-1], g.shape[0]) if ks else 0
     hits, denom = dict.fromkeys(ks, 0), dict.fromkeys(ks, 0)
     ap_sum, n_valid = 0.0, 0
     for c in torch.unique(ql).tolist():
@@ -105,11 +105,12 @@ def retrieval_metrics(
         rows = (ql == c).nonzero().view(-1)
         for b in range(0, rows.numel(), block_size):
             sims = q[rows[b:b + block_size]] @ g_sorted.t()  # B x m
-            top = sims.topk(kmax, dim=1).indices
-            found = ((top >= start) & (top < end)).long().cumsum(dim=1)  # B x kmax
+            if ks:
+                top = sims.topk(kmax, dim=1).indices
+                found = ((top >= start) & (top < end)).long().cumsum(dim=1)  # B x kmax
             for k in ks:
-                k_c = min(k, end - start)
-                hits[k] += int(found[:, min(k_c, kmax) - 1].sum())
+                k_c = min(k, end - start)  # <= kmax: at most ks[-1] and at most m
+                hits[k] += int(found[:, k_c - 1].sum())
                 denom[k] += k_c * sims.shape[0]
             if with_map:
                 ap_sum += float(_average_precision_rows(sims, start, end).sum())
@@ -144,7 +145,7 @@ def mean_average_precision(
     Shape:
         query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
     """
-    return retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(1,), block_size=block_size)["mAP"]
+    return retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(), block_size=block_size)["mAP"]
 
 
 def retrieval_report(
