@@ -43,6 +43,18 @@ def base_config(root: str):
     return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs")
 
 
+def regime_text(cfg) -> str:
+    """One line naming the training regime of ``cfg`` (stored in the results file)."""
+    if cfg.trunk_blocks is None:
+        trained = "end to end"
+    else:
+        trained = (f"stem + stages 0-{cfg.trunk_blocks - 1} frozen, {cfg.cached_views} cached augmented views per "
+                   f"image; stages {cfg.trunk_blocks} and up, head conv + MLP head ({cfg.head_init} init) trained"
+                   + (" with frozen BatchNorm statistics" if cfg.freeze_bn else ""))
+    return (f"{cfg.backbone} ImageNet weights, {cfg.image_size} px; {trained}; key momentum {cfg.momentum}; "
+            f"{cfg.epochs} epochs; last epoch")
+
+
 def parse_pairs(specs: list[str] | None) -> list[tuple[str, str]] | None:
     """``["photo-sketch", ...]`` -> ``[("photo", "sketch"), ...]`` (None when not given)."""
     return [tuple(s.split("-")) for s in specs] if specs else None
@@ -81,9 +93,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
     res.update({"dataset": "pacs", "config": cfg0.to_dict(), "seed": args.seeds[0], "commit": git_commit(),
-                "regime": "Lite0 ImageNet, 128 px; stem + stages 0-5 frozen, 6 cached augmented views per image; "
-                          "stage 6 + head conv + MLP head (identity+PCA init) trained with frozen BatchNorm "
-                          "statistics; 5 epochs; last epoch",
+                "regime": regime_text(cfg0),
                 "machine": {"cores": os.cpu_count(), "device": "cpu" if not torch.cuda.is_available() else
                             torch.cuda.get_device_name(0), "platform": platform.platform()}})
     res.setdefault("results", {})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.pacs import means_table
+from benchmarks.pacs import base_config, means_table, regime_text
 from benchmarks.retrieval import blocked, make_data, naive, reference
 
 
@@ -34,3 +34,11 @@ def test_means_table_over_chosen_pairs():
     assert "| baseline | 10.0 | 40.0 | 30.0 | 20.0 |" in text and "mean over 2 directions of c-a" in text
     with pytest.raises(ValueError):
         means_table(res, [("b", "c")])
+
+
+def test_regime_text_names_what_trains_and_the_momentum():
+    cfg = base_config("../shared/data/pacs")
+    text = regime_text(cfg)
+    assert f"stem + stages 0-{cfg.trunk_blocks - 1} frozen" in text and f"key momentum {cfg.momentum}" in text
+    assert f"{cfg.epochs} epochs" in text and f"{cfg.image_size} px" in text
+    assert "end to end" in regime_text(cfg.replace(trunk_blocks=None, cached_views=0))
