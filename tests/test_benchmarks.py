@@ -1,5 +1,7 @@
 """Benchmark helpers: the naive evaluation agrees with the blocked one; the README table builder."""
 
+import json
+
 import pytest
 
 from benchmarks.pacs import base_config, means_table, regime_text
@@ -42,3 +44,22 @@ def test_regime_text_names_what_trains_and_the_momentum():
     assert f"stem + stages 0-{cfg.trunk_blocks - 1} frozen" in text and f"key momentum {cfg.momentum}" in text
     assert f"{cfg.epochs} epochs" in text and f"{cfg.image_size} px" in text
     assert "end to end" in regime_text(cfg.replace(trunk_blocks=None, cached_views=0))
+
+
+def test_tables_from_results_protocol_names_each_fact_once(tmp_path):
+    from ucdir_core.companion import tables_from_results
+
+    row = {"P@1": 50.0, "P@5": 40.0, "P@15": 30.0, "mAP": 20.0}
+    cfg = base_config("../shared/data/pacs")
+    res = {"dataset": "pacs", "seed": 0, "config": cfg.to_dict(), "regime": regime_text(cfg),
+           "results": {"full": {"full": {"a->b": row}, "baseline": {"a->b": row}}}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(res))
+    protocol, rows = tables_from_results(path)["pacs, split full"]
+    assert list(rows) == ["baseline a->b", "full a->b"]
+    assert protocol.count(f"{cfg.epochs} epochs") == 1 and protocol.count("last epoch") == 1
+    assert "split full" in protocol and "seed 0" in protocol and f"key momentum {cfg.momentum}" in protocol
+    del res["regime"]
+    path.write_text(json.dumps(res))
+    protocol, _ = tables_from_results(path)["pacs, split full"]
+    assert f"backbone {cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, last epoch" in protocol

@@ -266,9 +266,10 @@ def tables_from_results(path: str | Path):
         for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
             for direction, m in sorted(methods[method].items()):
                 rows[f"{method} {direction}"] = m
-        protocol = (f"Protocol: {res.get('dataset', 'pacs')}, split {split}, backbone {cfg.get('backbone')}, "
-                    f"{cfg.get('image_size')} px, {cfg.get('epochs')} epochs, last epoch, seed {res.get('seed')}; "
-                    f"regime: {res.get('regime', '')}")
+        # the benchmark's regime line already names backbone, resolution, epochs and which epoch
+        setting = res.get("regime") or (f"backbone {cfg.get('backbone')}, {cfg.get('image_size')} px, "
+                                        f"{cfg.get('epochs')} epochs, last epoch")
+        protocol = f"Protocol: {res.get('dataset', 'pacs')}, split {split}, seed {res.get('seed')}; {setting}"
         out[f"{res.get('dataset', 'pacs')}, split {split}"] = (protocol, rows)
     return out
 
