@@ -1,12 +1,16 @@
-"""PACS benchmark: every pair, every loss ablation row, both splits, on 2 CPU cores.
+"""PACS benchmark: every pair, the anchors and every loss ablation row, both splits, and one run of
+the paper's end-to-end code path, on 2 CPU cores.
 
     python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
     python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
 
 Regime: the ``pacs`` preset (``ucdir_core/config.py``; README, "PACS benchmark"). Every method of
-a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Results
-are written after every run, and a rerun skips finished runs. Run folders go to ``runs/pacs``,
-where the notebooks find them.
+a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Rows
+``baseline``, ``centered`` and ``oracle`` are the anchors (:mod:`ucdir_core.anchors`), computed from
+the same untrained features of the same evaluated images. ``alignment[split][method]["a-b"]``
+holds domain mixing and class agreement of every row. ``end_to_end`` is the paper's code path
+(:func:`end_to_end_config`). Results are written after every run, and a rerun skips finished
+runs. Run folders go to ``runs/pacs``, where the notebooks find them.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import torch
 
 from ucdir_core import companion as C
 from ucdir_core.ablation import ABLATIONS, ablation_config
-from ucdir_core.config import get_preset
+from ucdir_core.anchors import ANCHORS
+from ucdir_core.config import UCDIRConfig, get_preset
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-METHODS = ("baseline", *ABLATIONS)
+METHODS = (*ANCHORS, *ABLATIONS)
+TABLE_ORDER = ("baseline", "centered", *ABLATIONS, "oracle")  # rows of the tables, the ceiling last
+TRAINED = tuple(ABLATIONS)
 SEEDED = ("instance", "full")  # rows repeated with a second seed
 
 def git_commit() -> str:
@@ -60,13 +67,51 @@ def parse_pairs(specs: list[str] | None) -> list[tuple[str, str]] | None:
     return [tuple(s.split("-")) for s in specs] if specs else None
 
 
-def run_method(cfg, method: str, runs: Path) -> dict:
-    """Per-direction metrics of one method on one pair (last epoch)."""
-    if method == "baseline":  # the pretrained backbone, untrained, same cached evaluation view
-        return C.baseline_report(cfg)[0]
+def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict]:
+    """Per-direction metrics of one trained method on one pair (last epoch), and its alignment
+    (domain mixing, class agreement and prototype spread of the last evaluated epoch)."""
     run_dir = runs / C.run_name(cfg, method)
-    C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
-    return C.summary(run_dir)["last"]["eval"]
+    history = C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
+    last = [r for r in history if "eval" in r][-1]
+    return last["eval"], last.get("alignment", {})
+
+
+def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), epochs: int = 10,
+                      image_size: int = 64, momentum: float = 0.99, lr: float = 2e-4) -> UCDIRConfig:
+    """The paper's code path on PACS, compressed: the ``domainnet`` preset (its 7 clusters, loss
+    weights and temperatures; the DomainNet subset also has 7 classes), end to end (no frozen
+    trunk, no view cache), the reference's random MLP head, trained BatchNorm; ``epochs`` instead of
+    200 with the phases in the paper's proportions (clustering and the cluster-wise ramp from 10 %,
+    saturating at 50 %, self-entropy and distance-of-distance from 50 %), at ``image_size`` px.
+    The key momentum is compressed with the schedule (0.999 is a time constant of 1,000 of the
+    paper's ~13,000 steps). Evaluated every epoch, P@1/5/15 as in the PACS tables.
+    """
+    paper = get_preset("domainnet")
+    frac = epochs / paper.epochs
+    at = lambda e: max(1, round(e * frac))  # noqa: E731
+    return paper.replace(
+        dataset="pacs", root=str(Path(root).resolve()), domains=tuple(pair), image_size=image_size,
+        resize_size=image_size, epochs=epochs, warmup_epochs=at(paper.warmup_epochs), cw_start=at(paper.cw_start),
+        cw_sat=at(paper.cw_sat), se_start=at(paper.se_start), dod_start=at(paper.dod_start), momentum=momentum,
+        lr=lr, eval_ks=(1, 5, 15), eval_every=1, workers=0, kmeans_restarts=1)
+
+
+def run_end_to_end(cfg: UCDIRConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
+    """``{"pair", "config", "results": {method: {direction: metrics}}, "alignment", "wall_seconds"}``
+    of the end-to-end runs (last epoch)."""
+    t0 = time.time()
+    out = {"pair": list(cfg.domains), "config": cfg.to_dict(), "results": {}, "alignment": {}}
+    for method in methods:
+        if method == "baseline":
+            reports, alignment = C.anchor_rows(cfg)
+            out["results"]["baseline"], out["alignment"]["baseline"] = reports["baseline"], alignment["baseline"]
+            continue
+        report, alignment = run_method(cfg, method, runs / "end_to_end")
+        out["results"][method] = report
+        out["alignment"][method] = {k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
+        print(f"end to end {'-'.join(cfg.domains)} {method}: {C.mean_over_directions(report)}", flush=True)
+    out["wall_seconds"] = time.time() - t0
+    return out
 
 
 def main(argv=None) -> int:
@@ -81,6 +126,13 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="rows to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the regime")
+    p.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the paper's end-to-end code path on one pair (default: on)")
+    p.add_argument("--end-to-end-pair", nargs=2, default=["photo", "sketch"], metavar=("A", "B"))
+    p.add_argument("--end-to-end-epochs", type=int, default=10)
+    p.add_argument("--end-to-end-size", type=int, default=64, help="image size of the end-to-end run (px)")
+    p.add_argument("--end-to-end-momentum", type=float, default=0.99)
+    p.add_argument("--end-to-end-lr", type=float, default=2e-4)
     p.add_argument("--table", help="print the README table of means from this results file and exit")
     p.add_argument("--table-pairs", nargs="+", metavar="A-B", help="with --table: average over these pairs only")
     args = p.parse_args(argv)
@@ -92,30 +144,55 @@ def main(argv=None) -> int:
     pairs.sort(key=lambda pair: pair != ("photo", "sketch"))  # the notebooks' pair first
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update({"dataset": "pacs", "config": cfg0.to_dict(), "seed": args.seeds[0], "commit": git_commit(),
+    res.update({"dataset": "pacs", "config": {**cfg0.to_dict(), "root": args.root}, "seed": args.seeds[0],
+                "commit": git_commit(),
                 "regime": regime_text(cfg0),
                 "machine": {"cores": os.cpu_count(), "device": "cpu" if not torch.cuda.is_available() else
                             torch.cuda.get_device_name(0), "platform": platform.platform()}})
-    res.setdefault("results", {})
-    res.setdefault("seeds", {})
+    for key in ("results", "seeds", "alignment"):
+        res.setdefault(key, {})
     t0 = time.time() - res.get("wall_seconds", 0.0)
+
+    def save() -> None:
+        res["wall_seconds"] = time.time() - t0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+
     for split in args.splits:
         for a, b in pairs:
             cfg = cfg0.replace(domains=(a, b), split=split)
+            pair_key = f"{a}-{b}"
+            if any(m in ANCHORS for m in args.methods) and args.seeds:
+                t = time.time()
+                reports, alignment = C.anchor_rows(cfg.replace(seed=args.seeds[0]))
+                for anchor in ANCHORS:
+                    res["results"].setdefault(split, {}).setdefault(anchor, {}).update(reports[anchor])
+                    res["alignment"].setdefault(split, {}).setdefault(anchor, {})[pair_key] = alignment[anchor]
+                save()
+                print(f"{split} {a}-{b} anchors: " + ", ".join(
+                    f"{n} P@1 {C.mean_over_directions(r)['P@1']:.1f}" for n, r in reports.items())
+                    + f" ({time.time() - t:.0f} s)", flush=True)
             for seed in args.seeds:
                 for method in args.methods:
-                    if seed != args.seeds[0] and (method not in SEEDED or split != "full"):
+                    if method in ANCHORS or (seed != args.seeds[0] and (method not in SEEDED or split != "full")):
                         continue  # second seeds: instance and full rows, full split
                     t = time.time()
-                    report = run_method(cfg.replace(seed=seed), method, Path(args.runs))
+                    report, alignment = run_method(cfg.replace(seed=seed), method, Path(args.runs))
                     bucket = res["results"] if seed == args.seeds[0] else res["seeds"].setdefault(str(seed), {})
                     bucket.setdefault(split, {}).setdefault(method, {}).update(report)
-                    res["wall_seconds"] = time.time() - t0
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+                    if seed == args.seeds[0]:
+                        res["alignment"].setdefault(split, {}).setdefault(method, {})[pair_key] = {
+                            k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
+                    save()
                     mean = C.mean_over_directions(report)
                     print(f"{split} {a}-{b} {method} seed {seed}: P@1 {mean['P@1']:.1f} mAP {mean['mAP']:.1f} "
                           f"({time.time() - t:.0f} s; total {res['wall_seconds'] / 60:.1f} min)", flush=True)
+    if args.end_to_end:
+        e2e = end_to_end_config(args.root, tuple(args.end_to_end_pair), args.end_to_end_epochs,
+                                args.end_to_end_size, args.end_to_end_momentum, args.end_to_end_lr)
+        res["end_to_end"] = run_end_to_end(e2e, Path(args.runs))
+        res["end_to_end"]["config"]["root"] = args.root  # as given: no machine path in the results file
+        save()
     print(means_table(res))
     return 0
 
@@ -128,9 +205,14 @@ def _directions(dirs: dict, pairs: list[tuple[str, str]] | None) -> dict:
     return {d: v for d, v in dirs.items() if frozenset(d.split("->")) in keep}
 
 
+def _mean(dirs: dict, key: str) -> float:
+    return float(np.mean([v[key] for v in dirs.values()]))
+
+
 def means_table(res: dict, pairs: list[tuple[str, str]] | None = None) -> str:
     """Markdown: mean over directions (of ``pairs`` only, if given) of P@1, P@5, P@15, mAP for
-    each split and method."""
+    each split and method, and the share of the baseline -> oracle gap in P@1 and mAP that each
+    row closes (when both anchors are in the results)."""
     lines = []
     for split, methods in res["results"].items():
         methods = {m: _directions(d, pairs) for m, d in methods.items()}
@@ -138,18 +220,25 @@ def means_table(res: dict, pairs: list[tuple[str, str]] | None = None) -> str:
             raise ValueError(f"no direction of {pairs} in the results")
         n_dirs = max(len(d) for d in methods.values())
         which = "" if pairs is None else " of " + ", ".join("-".join(p) for p in pairs)
+        gap = "baseline" in methods and "oracle" in methods
         lines += [f"**split {split}** (mean over {n_dirs} directions{which}; last epoch; seed {res['seed']})", "",
-                  "| method | P@1 | P@5 | P@15 | mAP |", "|---|---:|---:|---:|---:|"]
-        for method in sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+                  "| method | P@1 | P@5 | P@15 | mAP |" + (" gap closed, P@1 / mAP |" if gap else ""),
+                  "|---|---:|---:|---:|---:|" + ("---:|" if gap else "")]
+        for method in sorted(methods, key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
             dirs = methods[method]
-            m = {k: np.mean([v[k] for v in dirs.values()]) for k in ("P@1", "P@5", "P@15", "mAP")}
+            m = {k: _mean(dirs, k) for k in ("P@1", "P@5", "P@15", "mAP")}
             extra = ""
             for seed, other in res.get("seeds", {}).items():
                 if method in other.get(split, {}):
                     o = _directions(other[split][method], pairs)
-                    extra += f" (seed {seed}: P@1 {np.mean([v['P@1'] for v in o.values()]):.1f}, " \
-                             f"mAP {np.mean([v['mAP'] for v in o.values()]):.1f})"
-            lines.append(f"| {method}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |")
+                    extra += f" (seed {seed}: P@1 {_mean(o, 'P@1'):.1f}, mAP {_mean(o, 'mAP'):.1f})"
+            row = f"| {method}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |"
+            if gap:
+                share = [100 * (m[k] - _mean(methods["baseline"], k)) / (_mean(methods["oracle"], k)
+                                                                       - _mean(methods["baseline"], k))
+                         for k in ("P@1", "mAP")]
+                row += f" {share[0]:.0f} % / {share[1]:.0f} % |"
+            lines.append(row)
         lines.append("")
     return "\n".join(lines)
 

@@ -63,3 +63,29 @@ def test_tables_from_results_protocol_names_each_fact_once(tmp_path):
     path.write_text(json.dumps(res))
     protocol, _ = tables_from_results(path)["pacs, split full"]
     assert f"backbone {cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, last epoch" in protocol
+
+
+def test_means_table_shows_the_share_of_the_gap_each_row_closes():
+    def rows(p1, m):
+        return {"a->b": {"P@1": p1, "P@5": 0.0, "P@15": 0.0, "mAP": m}}
+
+    res = {"seed": 0, "results": {"full": {"oracle": rows(90.0, 80.0), "full": rows(60.0, 40.0),
+                                           "baseline": rows(50.0, 30.0), "centered": rows(52.0, 31.0)}}}
+    text = means_table(res)
+    assert "gap closed" in text
+    assert "| full | 60.0 | 0.0 | 0.0 | 40.0 | 25 % / 20 % |" in text
+    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "method" not in line]
+    assert order == ["baseline", "centered", "full", "oracle"]
+
+
+def test_end_to_end_config_keeps_the_paper_path_and_its_phase_proportions():
+    from benchmarks.pacs import end_to_end_config
+    from ucdir_core.config import get_preset
+
+    paper = get_preset("domainnet")
+    cfg = end_to_end_config("../shared/data/pacs", ("photo", "sketch"), epochs=10, image_size=64)
+    assert cfg.trunk_blocks is None and cfg.head_init == "random" and not cfg.freeze_bn and cfg.mlp
+    assert (cfg.se_weight, cfg.dod_weight, cfg.cw_weight_sat, cfg.se_temperature, cfg.num_clusters) == (
+        paper.se_weight, paper.dod_weight, paper.cw_weight_sat, paper.se_temperature, paper.num_clusters)
+    assert (cfg.warmup_epochs, cfg.cw_start, cfg.cw_sat, cfg.se_start, cfg.dod_start) == (1, 1, 5, 5, 5)
+    assert cfg.image_size == 64 and cfg.epochs == 10

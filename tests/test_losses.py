@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ucdir_core.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
+from ucdir_core.pair import DomainPair
 
 
 def unit(*shape, seed=0):
@@ -163,3 +164,50 @@ def test_bad_ids_are_refused(batch):
         instance_contrastive(q, k, bank, ids.int(), 0.2)
     with pytest.raises(ValueError):
         cluster_contrastive(q, k, bank, ids, assign[:-1], protos, 0.2, 0.2)
+
+
+def _objective_inputs(shift):
+    from ucdir_core.objective import Clustering
+
+    def dom(seed):
+        q = unit(6, 8, seed=seed).requires_grad_(True)
+        k = unit(6, 8, seed=seed + 1)
+        bank = unit(20, 8, seed=seed + 2)
+        protos = unit(4, 8, seed=seed + 3)
+        return q, k, bank, protos
+
+    (qa, ka, ba, pa), (qb, kb, bb, pb) = dom(10), dom(20)
+    off = torch.zeros(8)
+    off[0] = shift
+    # domain B moved by a constant offset (queries, keys, bank and prototypes alike)
+    qb2, kb2, bb2, pb2 = (qb + off), (kb + off), (bb + off), (pb + off)
+    ids = torch.tensor([3, 0, 7, 19, 11, 5])
+    assign = torch.arange(20) % 4
+    return (DomainPair(qa, qb2), DomainPair(ka, kb2), DomainPair(ba, bb2), DomainPair(ids, ids),
+            DomainPair(Clustering([assign], [pa]), Clustering([assign], [pb2])))
+
+
+def test_centred_assignments_remove_each_domains_bank_mean():
+    from ucdir_core.objective import centred_assignment_inputs
+
+    q, _, banks, _, clustering = _objective_inputs(shift=3.0)
+    cq, cp = centred_assignment_inputs(q, banks, clustering)
+    mean_b = banks.b.mean(0)
+    torch.testing.assert_close(cq.b, F.normalize(q.b - mean_b, dim=1))
+    torch.testing.assert_close(cp.b, F.normalize(clustering.b.prototypes[0] - mean_b, dim=1))
+
+
+def test_centring_makes_dod_and_self_entropy_blind_to_a_domain_offset():
+    from ucdir_core.objective import LossParams, ucdir_objective
+    from ucdir_core.schedules import LossWeights
+
+    w = LossWeights(instance=0.0, cluster=0.0, self_entropy=1.0, distance_of_distance=1.0, clustering=True)
+    centred = LossParams(dod_center=True, se_center=True)
+    plain = LossParams()
+    small, big = _objective_inputs(0.5), _objective_inputs(5.0)
+    t_small = ucdir_objective(*small, w, centred)[1]
+    t_big = ucdir_objective(*big, w, centred)[1]
+    for term in ("self_entropy", "distance_of_distance"):
+        assert t_small[term] == pytest.approx(t_big[term], rel=1e-4)
+    assert ucdir_objective(*small, w, plain)[1]["distance_of_distance"] != pytest.approx(
+        ucdir_objective(*big, w, plain)[1]["distance_of_distance"], rel=1e-3)

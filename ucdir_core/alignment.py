@@ -52,3 +52,56 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
 
     return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), metric="cosine", random_state=seed,
                      n_jobs=1).fit_transform(x)
+
+
+def prototype_spread(x: np.ndarray, prototypes: np.ndarray, min_share: float = 0.05) -> dict[str, float]:
+    """How a set of embeddings spreads over a set of prototypes.
+
+    Each row of ``x`` goes to its nearest prototype (cosine; the argmax of the soft assignment that
+    distance-of-distance and self-entropy use, whatever their temperature). Returns the entropy (nats)
+    of the resulting histogram, at most ``log K`` (every prototype equally used) and 0 when all rows
+    fall on one prototype, and ``prototypes_5pct``: how many prototypes receive at least
+    ``min_share`` of the rows.
+
+    Shape:
+        x: (N, d); prototypes: (K, d).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    p = np.asarray(prototypes, dtype=np.float64)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True).clip(min=1e-12)
+    nearest = np.argmax(x @ p.T, axis=1)
+    share = np.bincount(nearest, minlength=len(p)) / len(x)
+    nz = share[share > 0]
+    return {"entropy": float(-(nz * np.log(nz)).sum()), "prototypes_5pct": int((share >= min_share).sum())}
+
+
+def alignment_diagnostics(test_emb, test_labels, train_emb, names: tuple[str, str], num_clusters: int,
+                          k: int = 10) -> dict:
+    """Per-epoch alignment record of a pair of domains (stored in every evaluated history row).
+
+    - ``domain_mixing`` and ``class_agreement`` (:func:`domain_mixing`, :func:`class_separation`)
+      on the evaluated images; labels enter class agreement only.
+    - ``prototype_spread["<F>-><E>"]``: :func:`prototype_spread` of domain F's training embeddings
+      over the ``num_clusters`` k-means prototypes of domain E's training embeddings (faiss, seed 0,
+      one start), for all four (F, E): the cross-domain entries show how one domain's images fall
+      on the other's clusters, which is what distance-of-distance and self-entropy act on.
+
+    Shape:
+        test_emb, train_emb: pairs of (N_d, d) tensors or arrays; test_labels: pair of (N_d,).
+    """
+    from ucdir_core.clustering import kmeans
+
+    test = [_numpy(e) for e in test_emb]
+    train = [_numpy(e) for e in train_emb]
+    labels = [np.asarray(y) for y in test_labels]
+    protos = [kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1] for e in train]
+    spread = {f"{names[f]}->{names[e]}": prototype_spread(train[f], protos[e]) for f in (0, 1) for e in (0, 1)}
+    return {"domain_mixing": domain_mixing(test[0], test[1], k),
+            "class_agreement": class_separation(test[0], labels[0], test[1], labels[1], k),
+            "prototype_spread": spread}
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)

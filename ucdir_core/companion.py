@@ -90,32 +90,70 @@ def summary(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / runs.SUMMARY).read_text())
 
 
-def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
-    """P@k and mAP of the backbone's pooled features without any training (the "baseline" row),
-    on the same evaluated images and evaluation transform; also the features.
+def untrained_features(cfg: UCDIRConfig, progress: bool = False) -> dict[str, DomainPair[np.ndarray]]:
+    """The pretrained backbone's pooled features, without any training, of the training images and
+    of the evaluated images (evaluation transform), with their labels (for the anchors and the
+    evaluation only).
 
-    In the frozen-trunk regime the features come from the cached trunk outputs through the
-    (untrained) top, which composes to the whole backbone.
+    Whatever the input regime, its untrained trainable module composes with its inputs to the whole
+    backbone (:mod:`ucdir_core.regimes`), so these are the backbone's own features.
+
+    Returns:
+        ``{"train", "train_labels", "test", "test_labels"}``, each a pair of (N_d, D) / (N_d,) arrays.
     """
-    from ucdir_core.backbones import build_backbone
     from ucdir_core.device import select_device
-    from ucdir_core.metrics import retrieval_report
-    from ucdir_core.pipeline import cached_inputs, image_inputs, load_split_images
+    from ucdir_core.pipeline import load_split_images
+    from ucdir_core.regimes import build_inputs
     from ucdir_core.trainer import embed
 
     torch.manual_seed(cfg.seed)
     images = load_split_images(cfg, None, allow_unmatched_classes=True, check=False, log=lambda s: None)
-    if cfg.trunk_blocks is not None:
-        inputs, module, _, _ = cached_inputs(cfg, images, progress)
-    else:
-        backbone = build_backbone(cfg.backbone, cfg.checkpoint)
-        inputs, module = image_inputs(cfg, images, backbone), backbone.module
+    inputs = build_inputs(cfg, images, progress)
     device = select_device(cfg.device)
-    module = module.to(device).eval()
-    feats = inputs.map(lambda d: embed(module, d.test_eval, device, cfg.eval_batch_size, cfg.workers, progress).cpu())
-    report = retrieval_report(feats.a, inputs.a.test_labels, feats.b, inputs.b.test_labels, cfg.eval_ks,
-                              names=tuple(cfg.domains))
-    return report, feats.map(lambda t: t.numpy())
+    module = inputs.module.to(device).eval()
+
+    def features(dataset) -> np.ndarray:
+        return embed(module, dataset, device, cfg.eval_batch_size, cfg.workers, progress).cpu().numpy()
+
+    test = inputs.domains.map(lambda d: features(d.test_eval))
+    same = all(d.test_is_train for d in inputs.domains)
+    train = test if same else inputs.domains.map(lambda d: features(d.train_eval))
+    return {"train": train, "train_labels": images.map(lambda s: np.asarray(s.train.labels)),
+            "test": test, "test_labels": inputs.domains.map(lambda d: np.asarray(d.test_labels))}
+
+
+def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
+    """P@k and mAP of the backbone's pooled features without any training (the "baseline" row),
+    on the same evaluated images and evaluation transform; also the features."""
+    from ucdir_core.metrics import retrieval_report
+
+    f = untrained_features(cfg, progress)
+    feats = f["test"]
+    report = retrieval_report(torch.from_numpy(feats.a), f["test_labels"].a, torch.from_numpy(feats.b),
+                              f["test_labels"].b, cfg.eval_ks, names=tuple(cfg.domains))
+    return report, feats
+
+
+def anchor_rows(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Retrieval reports and alignment of the three anchors (``baseline``, ``centered``, ``oracle``,
+    :mod:`ucdir_core.anchors`) on the evaluated images of ``cfg``'s pair and split.
+
+    Returns:
+        ``({anchor: {direction: metrics}}, {anchor: {"domain_mixing", "class_agreement"}})``.
+    """
+    from ucdir_core.alignment import class_separation, domain_mixing
+    from ucdir_core.anchors import anchor_embeddings
+    from ucdir_core.metrics import retrieval_report
+
+    f = untrained_features(cfg, progress)
+    labels = f["test_labels"]
+    reports, alignment = {}, {}
+    for name, emb in anchor_embeddings(f["train"], f["train_labels"], f["test"]).items():
+        reports[name] = retrieval_report(torch.from_numpy(emb.a), labels.a, torch.from_numpy(emb.b), labels.b,
+                                         cfg.eval_ks, names=tuple(cfg.domains))
+        alignment[name] = {"domain_mixing": domain_mixing(emb.a, emb.b),
+                           "class_agreement": class_separation(emb.a, labels.a, emb.b, labels.b)}
+    return reports, alignment
 
 
 def run_embeddings(run_dir: str | Path, which: str = "last") -> tuple[DomainPair[np.ndarray], DomainPair[np.ndarray], Any]:

@@ -1,4 +1,4 @@
-"""From a config to a ready :class:`~ucdir_core.trainer.Trainer`: data, split, backbone, inputs."""
+"""From a config to a ready :class:`~ucdir_core.trainer.Trainer`: data, split, input regime, model."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ import numpy as np
 import torch
 
 from ucdir_core import runs
-from ucdir_core.backbones import Backbone, build_backbone
 from ucdir_core.config import UCDIRConfig
-from ucdir_core.data import (DataError, DomainImages, EvalImages, TwoViews, heldout_split, load_domains, read_split,
-                             subsample, write_split)
-from ucdir_core.images import eval_transform, train_transform
+from ucdir_core.data import DataError, DomainImages, heldout_split, load_domains, read_split, subsample, write_split
 from ucdir_core.model import Encoder
 from ucdir_core.pair import DomainPair
-from ucdir_core.trainer import DomainInputs, Trainer
+from ucdir_core.regimes import build_inputs
+from ucdir_core.trainer import Trainer
 
 
 def default_data_home() -> Path:
@@ -94,93 +92,32 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
     return DomainPair(*out)
 
 
-def image_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], backbone: Backbone) -> DomainPair[DomainInputs]:
-    """Datasets decoding images with the spec's training and evaluation transforms."""
-    train_tf = train_transform(cfg.image_size, backbone.mean, backbone.std)
-    eval_tf = eval_transform(cfg.image_size, cfg.resize_size, backbone.mean, backbone.std)
-
-    def build(s: SplitImages) -> DomainInputs:
-        same = s.train is s.test
-        return DomainInputs(TwoViews(s.train.paths, train_tf), EvalImages(s.train.paths, eval_tf),
-                            EvalImages(s.test.paths, eval_tf), s.test.labels, same)
-
-    return images.map(build)
-
-
-def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True):
-    """Inputs of the frozen-trunk regime (see :mod:`ucdir_core.cache`), the trainable top, and a
-    function mapping a PIL image to the top's input."""
-    from ucdir_core.cache import CachedEval, CachedTwoViews, cached_views, compute_views, split_backbone
-    from ucdir_core.device import select_device
-
-    trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
-    device = select_device(cfg.device)
-    train_tf = train_transform(cfg.image_size, bb.mean, bb.std)
-    eval_tf = eval_transform(cfg.image_size, cfg.resize_size, bb.mean, bb.std)
-    cache_dir = default_data_home() / "view-cache"
-    key = (cfg.backbone, cfg.checkpoint, cfg.trunk_blocks, cfg.image_size, cfg.resize_size)
-
-    def build(s: SplitImages) -> DomainInputs:
-        paths = sorted(set(s.train.paths) | set(s.test.paths))
-        pos = {p: i for i, p in enumerate(paths)}
-        views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *paths), lambda: compute_views(
-            trunk, paths, train_tf, cfg.cached_views, device, cfg.cache_seed, progress=progress, desc="cache views"))
-        evals = cached_views(cache_dir, (*key, "eval", *paths), lambda: compute_views(
-            trunk, paths, eval_tf, 1, device, 0, progress=progress, desc="cache eval"))[:, 0]
-        tr = torch.tensor([pos[p] for p in s.train.paths])
-        te = torch.tensor([pos[p] for p in s.test.paths])
-        return DomainInputs(CachedTwoViews(views[tr]), CachedEval(evals[tr], s.train.paths),
-                            CachedEval(evals[te], s.test.paths), s.test.labels, s.train is s.test)
-
-    @torch.no_grad()
-    def to_input(img):
-        return trunk.to(device)(eval_tf(img)[None].to(device))[0].float()
-
-    return images.map(build), top, bb.dim, to_input
-
-
-def build_encoder(cfg: UCDIRConfig, backbone: Backbone | None = None) -> Encoder:
-    backbone = backbone or build_backbone(cfg.backbone, cfg.checkpoint)
-    return Encoder(backbone.module, backbone.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
-                   freeze_bn=cfg.freeze_bn)
-
-
 def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
                   log: Callable[[str], None] = print, init_head: bool = True) -> tuple[Trainer, DomainPair[SplitImages]]:
     """Everything a run needs, from its config. Seeds torch before building the model.
 
-    ``init_head=False`` skips the PCA head initialisation (``head_init="pca"``), for a model whose
-    weights are about to come from a checkpoint.
+    The input regime (decoded images or a frozen trunk's cached views, :mod:`ucdir_core.regimes`)
+    provides the datasets, the trainable module and the query-image transform. ``init_head=False``
+    skips the PCA head initialisation (``head_init="pca"``), for a model whose weights are about to
+    come from a checkpoint.
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     images = load_split_images(cfg, Path(run_dir), allow_unmatched_classes=allow_unmatched_classes, log=log)
-    if cfg.trunk_blocks is not None:
-        inputs, top, dim, to_input = cached_inputs(cfg, images, progress)
-        torch.manual_seed(cfg.seed)
-        encoder = Encoder(top, dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
-                          freeze_bn=cfg.freeze_bn)
-    else:
-        backbone = build_backbone(cfg.backbone, cfg.checkpoint)
-        inputs = image_inputs(cfg, images, backbone)
-        torch.manual_seed(cfg.seed)
-        encoder = build_encoder(cfg, backbone)
-        eval_tf = inputs.a.test_eval.transform
-
-        def to_input(img):
-            return eval_tf(img)
-
+    inputs = build_inputs(cfg, images, progress)
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(inputs.module, inputs.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
+                      freeze_bn=cfg.freeze_bn)
     if cfg.head_init == "pca" and init_head:
-        from ucdir_core.model import init_head_pca
         from ucdir_core.device import select_device
+        from ucdir_core.model import init_head_pca
         from ucdir_core.trainer import embed
 
         device = select_device(cfg.device)
         feats = [embed(encoder.backbone.to(device), d.train_eval, device, cfg.eval_batch_size, cfg.workers)
-                 for d in inputs]
+                 for d in inputs.domains]
         init_head_pca(encoder, torch.cat(feats).cpu())
-    trainer = Trainer(cfg, run_dir, inputs, encoder, progress=progress, log=log)
-    trainer.to_input = to_input  # PIL image -> one model input (used by retrieval)
+    trainer = Trainer(cfg, run_dir, inputs.domains, encoder, progress=progress, log=log, to_input=inputs.to_input)
     return trainer, images
 
 

@@ -98,11 +98,15 @@ class Trainer:
         encoder: the query encoder to start from (the key encoder is a copy).
         progress: show tqdm bars.
         log: where one-line messages go.
+        to_input: a PIL image -> one input of the encoder (used to embed a query image); from the
+            input regime (:mod:`ucdir_core.regimes`).
     """
 
     def __init__(self, cfg: UCDIRConfig, run_dir: str | Path, inputs: DomainPair[DomainInputs], encoder: Encoder,
-                 progress: bool = True, log: Callable[[str], None] = print):
+                 progress: bool = True, log: Callable[[str], None] = print,
+                 to_input: Callable[[Any], Tensor] | None = None):
         self.cfg = cfg
+        self.to_input = to_input
         self.run = runs.RunFolder(run_dir)
         self.inputs = inputs
         self.device = select_device(cfg.device)
@@ -115,7 +119,8 @@ class Trainer:
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.schedule = UCDIRSchedule.from_config(cfg)
-        self.params = LossParams(cfg.temperature, cfg.threshold, cfg.se_temperature, cfg.dod_temperature)
+        self.params = LossParams(cfg.temperature, cfg.threshold, cfg.se_temperature, cfg.dod_temperature,
+                                 cfg.dod_center, cfg.se_center)
         self.rank, self.world = D.rank(), D.world_size()
         self.query_encoder: torch.nn.Module = self.model.encoder_q
         if self.world > 1:
@@ -151,6 +156,14 @@ class Trainer:
         names = tuple(self.cfg.domains)
         return retrieval_report(emb.a, self.inputs.a.test_labels, emb.b, self.inputs.b.test_labels,
                                 self.cfg.eval_ks, names=names)
+
+    def alignment(self) -> dict[str, Any]:
+        """Domain mixing, class agreement and prototype spread of the key encoder's embeddings
+        (see :func:`ucdir_core.alignment.alignment_diagnostics`); labels only for class agreement."""
+        from ucdir_core.alignment import alignment_diagnostics
+
+        return alignment_diagnostics(self.test_embeddings(), self.inputs.map(lambda d: d.test_labels),
+                                     self.train_embeddings(), tuple(self.cfg.domains), self.cfg.num_clusters[0])
 
     def cluster(self) -> DomainPair[Clustering]:
         cfg = self.cfg
@@ -272,6 +285,7 @@ class Trainer:
                 report = self.evaluate()
                 row["eval"] = report
                 row["score"] = selection_score(report, cfg.eval_ks[0])
+                row["alignment"] = self.alignment()
                 if self.best is None or row["score"] > self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["score"], "eval": report}
                     if D.is_main():

@@ -1,0 +1,90 @@
+"""Anchor rows (baseline, centered, oracle), alignment diagnostics, and the two input regimes."""
+
+import numpy as np
+import pytest
+import torch
+
+from ucdir_core.alignment import alignment_diagnostics, prototype_spread
+from ucdir_core.anchors import anchor_embeddings, centered, oracle
+from ucdir_core.metrics import retrieval_metrics
+from ucdir_core.pair import DomainPair
+
+
+def _two_domains(seed=0, n=40, d=16, shift=5.0):
+    """Two classes; domain B = domain A's class structure plus a large constant offset."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    centres = rng.normal(0, 1, (2, d))
+    a = centres[y] + 0.3 * rng.normal(0, 1, (n, d))
+    b = centres[y] + 0.3 * rng.normal(0, 1, (n, d)) + shift * np.ones(d)
+    return DomainPair(a, b), DomainPair(y, y)
+
+
+def test_centered_subtracts_each_domains_training_mean_and_normalises():
+    train = DomainPair(np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 2.0], [0.0, 4.0]]))
+    test = DomainPair(np.array([[4.0, 1.0]]), np.array([[1.0, 3.0]]))
+    out = centered(train, test)
+    np.testing.assert_allclose(out.a, [[2 / np.sqrt(5), 1 / np.sqrt(5)]], rtol=1e-6)
+    np.testing.assert_allclose(out.b, [[1.0, 0.0]], rtol=1e-6)
+
+
+def test_centering_removes_a_domain_offset_that_hurts_the_raw_features():
+    feats, labels = _two_domains()
+    anchors = anchor_embeddings(feats, labels, feats)
+    p1 = {name: retrieval_metrics(e.a, labels.a, e.b, labels.b, (1,), with_map=False)["P@1"]
+          for name, e in anchors.items()}
+    assert p1["centered"] == 100.0 and p1["oracle"] == 100.0
+    assert set(anchors) == {"baseline", "centered", "oracle"}
+    for e in anchors.values():
+        np.testing.assert_allclose(np.linalg.norm(e.a, axis=1), 1.0, rtol=1e-5)
+
+
+def test_oracle_has_one_dimension_fewer_than_classes():
+    feats, labels = _two_domains()
+    out = oracle(feats, labels, feats)
+    assert out.a.shape == (40, 1) and out.b.shape == (40, 1)
+
+
+def test_prototype_spread_by_hand():
+    protos = np.eye(3)
+    x = np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0.9, 0, 0.1]], dtype=float)  # 3 on p0, 1 on p1
+    s = prototype_spread(x, protos, min_share=0.3)
+    assert s["entropy"] == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert s["prototypes_5pct"] == 1  # only p0 gets at least 30 %
+    assert prototype_spread(x[:1], protos)["entropy"] == 0.0
+
+
+def test_alignment_diagnostics_names_every_combination_and_sees_the_gap():
+    feats, labels = _two_domains(n=60)
+    unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
+    apart = feats.map(unit)
+    diag = alignment_diagnostics(apart, labels, apart, ("p", "s"), num_clusters=2)
+    assert set(diag["prototype_spread"]) == {"p->p", "p->s", "s->p", "s->s"}
+    mixed = centered(feats, feats)
+    diag_mixed = alignment_diagnostics(mixed, labels, mixed, ("p", "s"), num_clusters=2)
+    assert diag["domain_mixing"] < 0.1 < diag_mixed["domain_mixing"]
+    assert diag_mixed["class_agreement"] > 95
+    # centred, both domains' images spread over both of the other domain's clusters
+    assert diag_mixed["prototype_spread"]["p->s"]["prototypes_5pct"] == 2
+
+
+def test_both_regimes_provide_the_same_parts(digits_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("UCDIR_DATA", str(tmp_path))  # the view cache
+    from ucdir_core.config import get_preset
+    from ucdir_core.pipeline import load_split_images
+    from ucdir_core.regimes import CachedTrunk, DecodedImages, build_inputs, input_regime
+
+    cfg = get_preset("digits_scratch").replace(root=str(digits_root), max_images_per_domain=20, device="cpu")
+    cached = cfg.replace(backbone="tv:resnet18", trunk_blocks=3, cached_views=2, image_size=32, resize_size=32)
+    assert isinstance(input_regime(cfg), DecodedImages) and isinstance(input_regime(cached), CachedTrunk)
+    from PIL import Image
+
+    img = Image.new("RGB", (32, 32), (128, 30, 200))
+    for c in (cfg, cached):
+        images = load_split_images(c, None, check=False, log=lambda s: None)
+        inputs = build_inputs(c, images, progress=False)
+        x, i = inputs.domains.a.test_eval[0]
+        feats = inputs.module.eval()(x[None])
+        assert feats.shape == (1, inputs.dim)
+        assert inputs.to_input(img).shape == x.shape
+        assert len(inputs.domains.b.train_views[0]) == 3  # (view 1, view 2, id)
