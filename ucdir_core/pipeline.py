@@ -110,7 +110,8 @@ def image_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], backbone: Ba
 def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True):
     """Inputs of the frozen-trunk regime (see :mod:`ucdir_core.cache`), the trainable top, and a
     function mapping a PIL image to the top's input."""
-    from ucdir_core.cache import CachedEval, CachedTwoViews, cached_views, compute_views, split_backbone
+    from ucdir_core.cache import (CachedEval, CachedTwoViews, cached_views, compute_views, file_fingerprints,
+                                  split_backbone)
     from ucdir_core.device import select_device
 
     trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
@@ -123,9 +124,10 @@ def cached_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: b
     def build(s: SplitImages) -> DomainInputs:
         paths = sorted(set(s.train.paths) | set(s.test.paths))
         pos = {p: i for i, p in enumerate(paths)}
-        views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *paths), lambda: compute_views(
+        files = (*paths, file_fingerprints(paths))  # sizes and mtimes too: replaced images are not served stale
+        views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *files), lambda: compute_views(
             trunk, paths, train_tf, cfg.cached_views, device, cfg.cache_seed, progress=progress, desc="cache views"))
-        evals = cached_views(cache_dir, (*key, "eval", *paths), lambda: compute_views(
+        evals = cached_views(cache_dir, (*key, "eval", *files), lambda: compute_views(
             trunk, paths, eval_tf, 1, device, 0, progress=progress, desc="cache eval"))[:, 0]
         tr = torch.tensor([pos[p] for p in s.train.paths])
         te = torch.tensor([pos[p] for p in s.test.paths])
