@@ -47,7 +47,7 @@ def test_moco_checkpoint_loads_query_encoder(moco_file):
 
 def test_moco_checkpoint_mismatch_names_keys(moco_file, tmp_path):
     path, _ = moco_file
-    state = torch.load(path, weights_only=False)["state_dict"]
+    state = torch.load(path, weights_only=True)["state_dict"]
     del state["module.encoder_q.layer1.0.conv1.weight"]
     state["module.encoder_q.extra.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pth"

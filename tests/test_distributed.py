@@ -85,7 +85,7 @@ def test_two_process_resume_after_kill_equals_uninterrupted(digits_root, tmp_pat
     full, killed = tmp_path / "full", tmp_path / "killed"
     mp.spawn(worker, args=(2, free_port(), str(digits_root), str(full)), nprocs=2, join=True)
     mp.spawn(worker, args=(2, free_port(), str(digits_root), str(killed), "kill"), nprocs=2, join=True)
-    assert torch.load(killed / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(killed / "run" / "last.pt", weights_only=True)["epoch"] == 1
     assert not (killed / "rank0.pt").exists()
     mp.spawn(worker, args=(2, free_port(), str(digits_root), str(killed), "resume"), nprocs=2, join=True)
     for rank in (0, 1):

@@ -62,7 +62,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg, tmp_path / "killed", progress=False, log=lambda s: None)
     monkeypatch.setattr(Trainer, "train_epoch", original)
-    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 1
     resumed = train(tiny_cfg, tmp_path / "killed", resume=True, progress=False, log=lambda s: None)
     assert strip(resumed) == strip(full)
 

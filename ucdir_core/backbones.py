@@ -110,17 +110,21 @@ def efficientnet_lite0(keep_classifier: bool = False) -> Backbone:
 def resnet50_moco(path: str | Path) -> Backbone:
     """torchvision ResNet-50 initialised from a MoCo (v1/v2) checkpoint's query encoder.
 
-    Accepts MoCo's release format (``{"state_dict": {"module.encoder_q.conv1.weight": ...}}``),
-    also without the ``module.`` prefix. The MoCo projection head (``fc.*``) is dropped; every
+    Accepts MoCo's release format (``{"state_dict": {"module.encoder_q.conv1.weight": ...}, "epoch",
+    "arch", "optimizer"}``), also without the ``module.`` prefix. The file is loaded with
+    ``weights_only=True`` (tensors and plain values; a file holding anything else is refused and
+    nothing in it runs). The MoCo projection head (``fc.*``) is dropped; every
     other ResNet-50 tensor must be present with the right shape, or :class:`CheckpointMismatch`
     names the missing and unexpected keys.
     """
     import torchvision
 
+    from ucdir_core.runs import load_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MoCo checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise CheckpointMismatch(f"{path} holds no state_dict")

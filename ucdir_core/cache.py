@@ -12,6 +12,7 @@ trains the whole network) that makes real-image training fit a 2-core CPU budget
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -100,13 +101,27 @@ def cache_key(*parts) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
+def file_fingerprints(paths: Sequence[str]) -> str:
+    """A digest of every file's path, size and modification time (ns): part of a cache key, so that
+    images replaced under the same paths are not served from a stale cache."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def cached_views(cache_dir: Path | None, key_parts: Sequence, compute) -> torch.Tensor:
-    """``compute()`` once, stored under ``cache_dir`` by a hash of ``key_parts``."""
+    """``compute()`` once, stored under ``cache_dir`` by a hash of ``key_parts``; an unreadable
+    cache file is computed again."""
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"views-{cache_key(*key_parts)}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # truncated or corrupt: recomputed and replaced below
+            pass
     out = compute()
     from ucdir_core.runs import atomic_torch_save
 

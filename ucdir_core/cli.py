@@ -1,7 +1,7 @@
 """The ``ucdir`` command: train, evaluate, retrieve, and data tools.
 
-Errors in the user's input (missing folders, broken data, bad options) are answered with one line
-on stderr and exit status 2, never a traceback.
+Errors in the user's input (missing folders, broken data, bad options, unreadable or crafted files)
+are answered with one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -53,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train UCDIR on two domains", epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train UCDIR. A run folder receives config.json, history.jsonl (one JSON line "
-                                   "per epoch), last.pt (every epoch, written atomically), best.pt, split.json, "
-                                   "manifest.json and summary.json.")
+                                   "per epoch), last.pt (every epoch, written atomically; the one before is kept "
+                                   "as prev.pt), best.pt, split.json, manifest.json and summary.json. One process "
+                                   "at a time may write a run folder.")
     _add_config_options(p)
-    p.add_argument("--run-dir", required=True, help="run folder (created if missing)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
-                   "with its saved config")
+    p.add_argument("--run-dir", required=True, help="run folder (created if missing; a folder that already "
+                   "holds a run needs --resume or --overwrite)")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last "
+                       "checkpoint, with its saved config")
+    reuse.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (its config, "
+                       "history, checkpoints, split and manifest are deleted first)")
     p.add_argument("--allow-unmatched-classes", action="store_true",
                    help="keep classes found in one domain only (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -108,7 +113,7 @@ def _cmd_train(args) -> int:
     init_from_env()  # joins the process group under torchrun; nothing otherwise
     cfg = config_from_args(args)
     history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet,
-                    allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv)
+                    allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv, overwrite=args.overwrite)
     if not is_main():
         return 0
     summary = json.loads((Path(args.run_dir) / "summary.json").read_text())
@@ -154,6 +159,8 @@ def _cmd_data(args) -> int:
         for d, counts in report.counts.items():
             print(f"{d}: {sum(counts.values())} images, {len(counts)} classes: "
                   + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        for d, first in report.same_folder.items():
+            print(f"{d}: the same folder as {first}, counted once")
         print(f"total: {report.total} images")
         for kind, paths in report.problems.items():
             if paths:
@@ -183,16 +190,25 @@ def _cmd_data(args) -> int:
     raise AssertionError(args.data_command)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse option values no command can use, in one line, before any work starts."""
+    for option in ("top_k", "per_class", "workers"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from ucdir_core.backbones import CheckpointMismatch
-    from ucdir_core.data import DataError
+    """Run one command; any error in the user's input or files ends in one line and exit status 2."""
+    from PIL import Image
 
     args = build_parser().parse_args(argv)
     handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "retrieve": _cmd_retrieve, "data": _cmd_data}
     try:
+        check_args(args)
         return handlers[args.command](args)
-    except (DataError, CheckpointMismatch, FileNotFoundError, ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (ValueError, TypeError, OSError, Image.DecompressionBombError) as exc:  # DataError is a ValueError
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"ucdir: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -74,7 +74,7 @@ def run_name(cfg: UCDIRConfig, tag: str = "ucdir") -> str:
 
 def train_or_load(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
     """The history of the run in ``run_dir``: trained now, resumed if it was cut short, or read back
-    if it finished with the same config."""
+    if it finished with the same config. A run there under another config is replaced."""
     from ucdir_core.pipeline import train
 
     run = runs.RunFolder(run_dir)
@@ -83,7 +83,7 @@ def train_or_load(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True) 
         if history and history[-1]["epoch"] == cfg.epochs - 1 and run.file(runs.SUMMARY).exists():
             return history
         return train(cfg, run_dir, resume=True, progress=progress)
-    return train(cfg, run_dir, progress=progress)
+    return train(cfg, run_dir, progress=progress, overwrite=True)
 
 
 def summary(run_dir: str | Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -99,6 +100,21 @@ class UCDIRConfig:
             raise ValueError("trunk_blocks needs cached_views >= 2")
         if any(k < 1 for k in self.num_clusters) or not self.num_clusters:
             raise ValueError("num_clusters must hold positive integers")
+        if not self.eval_ks or any(k < 1 for k in self.eval_ks):
+            raise ValueError(f"eval_ks must hold positive integers, got {self.eval_ks!r}")
+        for name in ("epochs", "eval_every", "image_size", "resize_size", "feature_dim", "eval_batch_size",
+                     "kmeans_iters", "kmeans_restarts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers!r}")
+        if self.max_images_per_domain is not None and self.max_images_per_domain < 2:
+            raise ValueError(f"max_images_per_domain must be at least 2, got {self.max_images_per_domain!r}")
+        for name in ("temperature", "se_temperature", "dod_temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def replace(self, **changes: Any) -> "UCDIRConfig":
         """A copy with ``changes`` applied (validated again)."""
@@ -130,7 +146,10 @@ class UCDIRConfig:
             key = key.strip().replace("-", "_")
             if key not in known:
                 raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(known))}")
-            changes[key] = _parse(known[key].type, raw.strip())
+            try:
+                changes[key] = _parse(known[key].type, raw.strip())
+            except ValueError as exc:
+                raise ValueError(f"config key {key}: {exc}") from None
         return self.replace(**changes)
 
 
@@ -145,7 +164,7 @@ def _parse(type_str: Any, raw: str) -> Any:
     if raw.lower() in ("none", "null") and "None" in t:
         return None
     if t.startswith("tuple[int"):
-        return tuple(int(v) for v in raw.split(",") if v)
+        return tuple(_int(v) for v in raw.split(",") if v)
     if t.startswith("tuple[str"):
         return tuple(v for v in raw.split(",") if v)
     if t.startswith("bool"):
@@ -155,10 +174,20 @@ def _parse(type_str: Any, raw: str) -> Any:
             return False
         raise ValueError(f"not a boolean: {raw!r}")
     if t.startswith("int"):
-        return int(raw)
+        return _int(raw)
     if t.startswith("float"):
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"not a number: {raw!r}") from None
     return raw
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"not an integer: {raw!r}") from None
 
 
 _PAPER_COMMON = dict(

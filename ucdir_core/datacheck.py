@@ -1,8 +1,10 @@
 """``ucdir data check``: what a dataset folder holds and which files are broken.
 
 Every file under ``ROOT/<domain>/<class>/`` is classified as ``ok``, ``empty`` (zero bytes),
-``non_image`` (not an image file name), ``unreadable`` (an image name that no decoder accepts) or
-``truncated`` (header fine, data cut short). Files are fully decoded, in parallel processes.
+``non_image`` (not an image file name), ``unreadable`` (an image name that no decoder accepts),
+``truncated`` (header fine, data cut short) or ``too_large`` (a decompression bomb: more pixels
+than Pillow's limit). Files are fully decoded, in parallel processes. A domain folder that is the
+same folder as another (a symlink) is counted once.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 from ucdir_core.data import DataError
-from ucdir_core.images import is_image_name
+from ucdir_core.images import is_image_name, open_image
 
-PROBLEMS = ("empty", "non_image", "unreadable", "truncated")
+PROBLEMS = ("empty", "non_image", "unreadable", "truncated", "too_large")
 
 
 def classify_file(path: str) -> str:
-    """One of ``ok``, ``empty``, ``non_image``, ``unreadable``, ``truncated``."""
+    """One of ``ok``, ``empty``, ``non_image``, ``unreadable``, ``truncated``, ``too_large``."""
     from PIL import Image, ImageFile, UnidentifiedImageError
 
     if os.path.getsize(path) == 0:
@@ -30,8 +32,10 @@ def classify_file(path: str) -> str:
         return "non_image"
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
+    except Image.DecompressionBombError:
+        return "too_large"
     except UnidentifiedImageError:
         return "unreadable"
     except (OSError, SyntaxError, ValueError) as exc:
@@ -52,6 +56,7 @@ class CheckReport:
     problems: dict[str, list[str]] = field(default_factory=lambda: {p: [] for p in PROBLEMS})
     missing_classes: dict[str, list[str]] = field(default_factory=dict)
     empty_domains: list[str] = field(default_factory=list)
+    same_folder: dict[str, str] = field(default_factory=dict)  #: domain -> the domain it is the same folder as
 
     @property
     def total(self) -> int:
@@ -72,6 +77,7 @@ class CheckReport:
             "domain_totals": {d: sum(c.values()) for d, c in self.counts.items()},
             "problems": self.problems, "problem_counts": {k: len(v) for k, v in self.problems.items()},
             "missing_classes": self.missing_classes, "empty_domains": self.empty_domains, "usable": self.usable,
+            "same_folder": self.same_folder,
         }
 
 
@@ -92,10 +98,15 @@ def check_dataset(root: str | Path, domains: Sequence[str] | None = None, classe
             raise DataError(f"no domain folders in {root}")
     report = CheckReport(str(root_p))
     files: list[tuple[str, str, str]] = []  # (domain, class, path)
+    seen: dict[Path, str] = {}  # resolved folder -> first domain found there
     for d in domains:
         base = root_p / d
         if not base.is_dir():
             raise DataError(f"domain folder not found: {base}")
+        if base.resolve() in seen:  # a symlink to another domain: counted once
+            report.same_folder[d] = seen[base.resolve()]
+            continue
+        seen[base.resolve()] = d
         class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
         if classes is not None:
             class_dirs = [p for p in class_dirs if p.name in set(classes)]
@@ -119,7 +130,7 @@ def check_dataset(root: str | Path, domains: Sequence[str] | None = None, classe
             kinds += _classify_many(chunk)
             bar.update(len(chunk))
     bar.close()
-    counts: dict[str, Counter] = {d: Counter() for d in domains}
+    counts: dict[str, Counter] = {d: Counter() for d in domains if d not in report.same_folder}
     for (d, c, p), kind in zip(files, kinds):
         if kind == "ok":
             counts[d][c] += 1

@@ -2,13 +2,24 @@
 
 Downloads go through pooch (hash check, caching, extraction) with a resumable HTTP downloader:
 an interrupted download leaves ``<file>.part`` and the next call continues it with an HTTP Range
-request. After extraction every benchmark is laid out as ``ROOT/<domain>/<class>/<image>``.
+request. Archives are data, not instructions: a member with an absolute path, a ``..`` component,
+a link or a special file is refused; tar archives are extracted with the standard library's
+``data`` filter. A cached archive that fails its hash or does not extract is fetched again. After
+extraction every benchmark is laid out as ``ROOT/<domain>/<class>/<image>``, never following a
+symbolic link.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
+import re
 import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -149,32 +160,145 @@ class ResumableDownloader:
 
 
 def fetch(archive: Archive, cache: Path, mirror: str | None = None, progress: bool = True) -> tuple[Path, str]:
-    """Download ``archive`` into ``cache`` (resuming), check its sha256; return (path, sha256)."""
+    """Download ``archive`` into ``cache`` (resuming), check its sha256; return (path, sha256).
+
+    An unreachable server, an HTTP error or a hash mismatch is a one-line :class:`DataError`.
+    """
     import pooch
+    import requests
 
     url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
     known = f"sha256:{archive.sha256}" if archive.sha256 else None
     try:
         path = pooch.retrieve(url, known_hash=known, fname=archive.filename, path=cache,
                               downloader=ResumableDownloader(Path(cache) / (archive.filename + ".part"), progress=progress), progressbar=False)
+    except requests.HTTPError as exc:
+        raise DataError(f"cannot download {archive.filename} from {url}: HTTP {exc.response.status_code}") from None
+    except requests.RequestException as exc:
+        raise DataError(f"cannot download {archive.filename} from {url}: {type(exc).__name__} "
+                        "(is the server reachable?)") from None
     except ValueError as exc:  # pooch's hash mismatch
         raise DataError(f"{archive.filename}: {str(exc).splitlines()[0]}") from None
     return Path(path), sha256_of(Path(path))
 
 
+class UnsafeArchive(DataError):
+    """An archive with a member that would land outside its folder, or is a link or special file."""
+
+
+class BrokenArchive(DataError):
+    """An archive that cannot be read or extracted (truncated, corrupt, not an archive)."""
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a member name is refused (absolute, or climbing out with ``..``), or None."""
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "a '..' path"
+    return None
+
+
+def _zip_problem(info: zipfile.ZipInfo) -> str | None:
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    return _name_problem(info.filename)
+
+
+def _tar_problem(member: tarfile.TarInfo) -> str | None:
+    if member.issym() or member.islnk():
+        return "a link"
+    if not (member.isfile() or member.isdir()):
+        return "a special file"
+    return _name_problem(member.name)
+
+
+def _extract_zip(path: Path, into: Path) -> None:
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if problem := _zip_problem(info):
+                raise UnsafeArchive(f"{path.name}: member {info.filename!r} is {problem}; refusing the archive")
+        zf.extractall(into)
+
+
+def _extract_tar(path: Path, into: Path) -> None:
+    with tarfile.open(path) as tf:
+        members = tf.getmembers()
+        for m in members:
+            if problem := _tar_problem(m):
+                raise UnsafeArchive(f"{path.name}: member {m.name!r} is {problem}; refusing the archive")
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tf.extractall(into, members=members, filter="data")
+            except tarfile.FilterError as exc:
+                raise UnsafeArchive(f"{path.name}: {exc}; refusing the archive") from None
+            return
+        for m in members:  # the data filter's effect without it: plain files and folders, no modes or owners
+            target = into / m.name
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tf.extractfile(m) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
 def extract(path: Path, into: Path) -> Path:
-    """Unpack a zip or tar archive into ``into`` (kept if already unpacked)."""
+    """Unpack a zip or tar archive into ``into`` (kept if already unpacked; a half-unpacked folder
+    left by a kill is started again).
+
+    Raises :class:`UnsafeArchive` for a member with an absolute or ``..`` path, a link or a special
+    file (nothing is written), and :class:`BrokenArchive` for an archive that does not extract.
+    """
     done = into / ".extracted"
     if done.exists():
         return into
-    into.mkdir(parents=True, exist_ok=True)
-    shutil.unpack_archive(str(path), str(into))
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(path):
+            _extract_zip(path, into)
+        elif tarfile.is_tarfile(path):
+            _extract_tar(path, into)
+        else:
+            raise BrokenArchive(f"{path.name}: not a zip or tar archive")
+    except UnsafeArchive:
+        shutil.rmtree(into, ignore_errors=True)
+        raise
+    except BrokenArchive:
+        shutil.rmtree(into, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        shutil.rmtree(into, ignore_errors=True)
+        raise BrokenArchive(f"{path.name}: cannot be extracted ({type(exc).__name__}: {exc})") from None
     done.write_text(path.name)
     return into
 
 
+def _fetch_and_extract(archive: Archive, cache: Path, mirror: str | None, progress: bool,
+                       log: Callable[[str], None]) -> tuple[Path, str, Path]:
+    """``fetch`` then ``extract``; a cached archive that does not extract is deleted and fetched once more."""
+    for attempt in (1, 2):
+        path, digest = fetch(archive, cache, mirror, progress)
+        try:
+            return path, digest, extract(path, cache / (archive.filename + ".d"))
+        except BrokenArchive as exc:
+            path.unlink(missing_ok=True)
+            if attempt == 2:
+                raise
+            log(f"warning: {exc}; deleted, fetching it again")
+    raise AssertionError("unreachable")
+
+
+def _not_links(folder: str, names: list[str]) -> list[str]:
+    """``shutil.copytree`` ignore function: symbolic links are left out, never followed."""
+    return [n for n in names if os.path.islink(os.path.join(folder, n))]
+
+
 def _find_domain_dir(tree: Path, names: tuple[str, ...]) -> Path | None:
-    candidates = sorted((p for p in tree.rglob("*") if p.is_dir() and p.name in names), key=lambda p: len(p.parts))
+    candidates = sorted((p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink() and p.name in names),
+                        key=lambda p: len(p.parts))
     for cand in candidates:
         if (cand / "images").is_dir():
             return cand / "images"
@@ -184,8 +308,9 @@ def _find_domain_dir(tree: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def lay_out(bench: Benchmark, tree: Path, root: Path, domains: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Move each domain's class folders from an extracted ``tree`` to ``root/<domain>/<class>``;
-    only the benchmark's classes are kept (DomainNet's 7-class subset). Returns images per domain."""
+    """Copy each domain's class folders from an extracted ``tree`` to ``root/<domain>/<class>``;
+    only the benchmark's classes are kept (DomainNet's 7-class subset); symbolic links are left out,
+    never followed. Returns images per domain."""
     counts = {}
     for domain in domains or bench.domains:
         src = _find_domain_dir(tree, bench.aliases.get(domain, (domain,)))
@@ -193,13 +318,13 @@ def lay_out(bench: Benchmark, tree: Path, root: Path, domains: tuple[str, ...] |
             raise DataError(f"{bench.name}: domain {domain} not found in the extracted archive {tree}")
         n = 0
         for cls in bench.classes:
-            if not (src / cls).is_dir():
+            if not (src / cls).is_dir() or (src / cls).is_symlink():
                 continue
             dst = root / domain / cls
             if dst.exists():
                 shutil.rmtree(dst)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src / cls, dst)
+            shutil.copytree(src / cls, dst, ignore=_not_links)
             n += sum(1 for p in dst.rglob("*") if p.is_file())
         if n == 0:
             raise DataError(f"{bench.name}: none of its classes found under {src}")
@@ -216,6 +341,8 @@ def prepare(bench: Benchmark | str, root: str | Path, mirror: str | None = None,
     """
     bench = get_benchmark(bench) if isinstance(bench, str) else bench
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"dataset root {root} exists and is not a folder")
     if bench.name == "digits":
         from ucdir_core.digits import build_digits
 
@@ -226,11 +353,10 @@ def prepare(bench: Benchmark | str, root: str | Path, mirror: str | None = None,
     cache = root / ".archives"
     report = {"dataset": bench.name, "root": str(root), "archives": {}, "images": {}}
     for archive in bench.archives:
-        path, digest = fetch(archive, cache, mirror, progress)
+        path, digest, tree = _fetch_and_extract(archive, cache, mirror, progress, log)
         if archive.sha256 is None:
             log(f"warning: no sha256 is pinned for {archive.filename}; computed {digest}")
         report["archives"][archive.filename] = {"sha256": digest, "pinned": archive.sha256 is not None}
-        tree = extract(path, cache / (archive.filename + ".d"))
         own = tuple(d for d in bench.domains if archive.filename.startswith(d + ".")) or None
         report["images"].update(lay_out(bench, tree, root, own))
     if not keep_archives:

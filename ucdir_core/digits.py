@@ -82,6 +82,10 @@ def build_digits(out: str | Path, seed: int = 0, per_class: int = 200, overwrite
     An existing complete build (``out/.complete`` naming the same seed) is kept unless ``overwrite``.
     """
     out = Path(out)
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"digits output {out} exists and is not a folder")
     marker = out / ".complete"
     stamp = f"seed={seed} per_class={per_class}\n"
     if marker.exists() and marker.read_text() == stamp and not overwrite:

@@ -14,7 +14,10 @@ from ucdir_core.trainer import Trainer, embed
 
 
 def load_run(run_dir: str | Path, which: str = "last", progress: bool = False) -> Trainer:
-    """A trainer for ``run_dir`` whose model holds the ``last`` or ``best`` checkpoint."""
+    """A trainer for ``run_dir`` whose model holds the ``last`` or ``best`` checkpoint.
+
+    Writes nothing into ``run_dir``: it may be read-only.
+    """
     run = runs.RunFolder(run_dir)
     cfg = run.config()
     name = {"last": runs.LAST, "best": runs.BEST}.get(which)
@@ -23,9 +26,10 @@ def load_run(run_dir: str | Path, which: str = "last", progress: bool = False) -
     path = run.file(name)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}")
+    state = runs.load_checkpoint(path)
     trainer, _ = build_trainer(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None,
-                               init_head=False)  # the checkpoint overwrites the head
-    state = torch.load(path, map_location=trainer.device, weights_only=False)
+                               init_head=False, read_only=True)  # the checkpoint overwrites the head
+    trainer.check_checkpoint(state, path)
     trainer.model.load_state_dict(state["model"])
     trainer.epoch = int(state["epoch"])
     return trainer
@@ -40,6 +44,18 @@ def evaluate_run(run_dir: str | Path, which: str = "last") -> dict:
             "eval": trainer.evaluate()}
 
 
+def _load_query(path: str | Path):
+    """The query image, or a one-line :class:`DataError` if it cannot be decoded (not an image,
+    truncated, unreadable, a decompression bomb)."""
+    from PIL import Image
+
+    try:
+        return load_image(path)
+    except (OSError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"query {path} is not a readable image ({reason})") from None
+
+
 def retrieve(run_dir: str | Path, query_image: str | Path, gallery_domain: str | None = None, top_k: int = 10,
              which: str = "last") -> list[dict]:
     """The ``top_k`` images of ``gallery_domain`` (default: domain B of the run) closest to ``query_image``.
@@ -52,8 +68,11 @@ def retrieve(run_dir: str | Path, query_image: str | Path, gallery_domain: str |
     gallery_domain = gallery_domain or domains[1]
     if gallery_domain not in domains:
         raise DataError(f"gallery domain {gallery_domain!r} is not one of the run's domains {domains}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     if not Path(query_image).is_file():
         raise FileNotFoundError(f"query image not found: {query_image}")
+    query = _load_query(query_image)
     trainer = load_run(run_dir, which)
     side = domains.index(gallery_domain)
     gallery = trainer.inputs[side].test_eval
@@ -61,7 +80,7 @@ def retrieve(run_dir: str | Path, query_image: str | Path, gallery_domain: str |
     g = embed(enc, gallery, trainer.device, cfg.eval_batch_size, cfg.workers)
     enc.eval()
     with torch.no_grad():
-        q = enc(trainer.to_input(load_image(query_image))[None].to(trainer.device))
+        q = enc(trainer.to_input(query)[None].to(trainer.device))
     scores = (q @ g.t())[0]
     top = scores.topk(min(top_k, scores.numel()))
     return [{"rank": r + 1, "path": gallery.paths[int(i)], "score": float(s)} for r, (s, i) in enumerate(zip(top.values, top.indices))]

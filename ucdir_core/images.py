@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` that refuses a decompression bomb: more pixels than ``Image.MAX_IMAGE_PIXELS``
+    raises ``Image.DecompressionBombError`` (Pillow only warns below twice that limit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombWarning as exc:
+            raise Image.DecompressionBombError(str(exc)) from None
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully (truncated files raise ``OSError``) and return it as RGB."""
+    """Decode ``path`` fully (truncated files raise ``OSError``, decompression bombs
+    ``Image.DecompressionBombError``) and return it as RGB."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with Image.open(path) as img:
+    with open_image(path) as img:
         img.load()
         return to_rgb(img)
 

@@ -45,10 +45,12 @@ class SplitImages:
 
 
 def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmatched_classes: bool = False,
-                      check: bool = True, log: Callable[[str], None] = print) -> DomainPair[SplitImages]:
+                      check: bool = True, log: Callable[[str], None] = print,
+                      read_only: bool = False) -> DomainPair[SplitImages]:
     """Scan, check (broken files are skipped, counted and listed in the manifest), subsample and split.
 
     The held-out split is written to ``run_dir/split.json`` and read back from there on resume.
+    ``read_only``: write nothing into ``run_dir`` (evaluation and retrieval).
     """
     from ucdir_core.datacheck import check_dataset
     from ucdir_core.datasets import BENCHMARKS
@@ -62,7 +64,7 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
         bad = report.bad_files
         if bad:
             log(f"warning: skipping {len(bad)} broken files (listed in {runs.MANIFEST})")
-        if run_dir is not None:
+        if run_dir is not None and not read_only:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             runs.write_json(Path(run_dir) / runs.MANIFEST, report.to_dict())
     images = load_domains(root, cfg.domains, classes=classes, bad_files=bad,
@@ -87,23 +89,25 @@ def load_split_images(cfg: UCDIRConfig, run_dir: Path | None = None, allow_unmat
         tr, te = heldout_split(d.labels, cfg.heldout_fraction, cfg.split_seed)
         out.append(SplitImages(d.subset(tr), d.subset(te)))
         record[d.name] = {"train": out[-1].train.paths, "test": out[-1].test.paths}
-    if split_path is not None:
+    if split_path is not None and not read_only:
         write_split(split_path, record)
     return DomainPair(*out)
 
 
 def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
-                  log: Callable[[str], None] = print, init_head: bool = True) -> tuple[Trainer, DomainPair[SplitImages]]:
+                  log: Callable[[str], None] = print, init_head: bool = True,
+                  read_only: bool = False) -> tuple[Trainer, DomainPair[SplitImages]]:
     """Everything a run needs, from its config. Seeds torch before building the model.
 
     The input regime (decoded images or a frozen trunk's cached views, :mod:`ucdir_core.regimes`)
     provides the datasets, the trainable module and the query-image transform. ``init_head=False``
     skips the PCA head initialisation (``head_init="pca"``), for a model whose weights are about to
-    come from a checkpoint.
+    come from a checkpoint. ``read_only``: write nothing into ``run_dir``.
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    images = load_split_images(cfg, Path(run_dir), allow_unmatched_classes=allow_unmatched_classes, log=log)
+    images = load_split_images(cfg, Path(run_dir), allow_unmatched_classes=allow_unmatched_classes, log=log,
+                               read_only=read_only)
     inputs = build_inputs(cfg, images, progress)
     torch.manual_seed(cfg.seed)
     encoder = Encoder(inputs.module, inputs.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
@@ -123,14 +127,24 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
 
 def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
           allow_unmatched_classes: bool = False, command: list[str] | None = None,
-          log: Callable[[str], None] = print) -> list[dict]:
-    """Train one run (or resume it); returns the history rows."""
+          log: Callable[[str], None] = print, overwrite: bool = False) -> list[dict]:
+    """Train one run (or resume it); returns the history rows.
+
+    The run folder is locked for the whole run (a second writer is refused). A folder that already
+    holds a run is refused unless ``resume`` (continue it) or ``overwrite`` (delete its files first).
+    """
+    with runs.RunFolder(run_dir).claim(resume, overwrite):
+        return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
+
+
+def _train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool, progress: bool, allow_unmatched_classes: bool,
+           command: list[str] | None, log: Callable[[str], None]) -> list[dict]:
     run = runs.RunFolder(run_dir)
     if resume and run.exists():
         saved = run.config()
         if saved != cfg:
-            warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=2)
+            warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=3)
         cfg = saved
-    resuming = resume and run.file(runs.LAST).exists()  # weights come from last.pt
+    resuming = resume and run.has_checkpoint()  # weights come from last.pt (or prev.pt)
     trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
     return trainer.fit(resume=resume, command=command)

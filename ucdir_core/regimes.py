@@ -78,7 +78,8 @@ class CachedTrunk:
     and stored in the view cache; the backbone's top (stages ``trunk_blocks`` and up) trains."""
 
     def build(self, cfg: UCDIRConfig, images: DomainPair["SplitImages"], progress: bool = True) -> RegimeInputs:
-        from ucdir_core.cache import CachedEval, CachedTwoViews, cached_views, compute_views, split_backbone
+        from ucdir_core.cache import (CachedEval, CachedTwoViews, cached_views, compute_views, file_fingerprints,
+                                      split_backbone)
         from ucdir_core.device import select_device
         from ucdir_core.images import eval_transform, train_transform
         from ucdir_core.pipeline import default_data_home
@@ -94,9 +95,10 @@ class CachedTrunk:
         def one(s) -> DomainInputs:
             paths = sorted(set(s.train.paths) | set(s.test.paths))
             pos = {p: i for i, p in enumerate(paths)}
-            views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *paths), lambda: compute_views(
+            files = (*paths, file_fingerprints(paths))  # sizes and mtimes too: replaced images are not served stale
+            views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *files), lambda: compute_views(
                 trunk, paths, train_tf, cfg.cached_views, device, cfg.cache_seed, progress=progress, desc="cache views"))
-            evals = cached_views(cache_dir, (*key, "eval", *paths), lambda: compute_views(
+            evals = cached_views(cache_dir, (*key, "eval", *files), lambda: compute_views(
                 trunk, paths, eval_tf, 1, device, 0, progress=progress, desc="cache eval"))[:, 0]
             tr = torch.tensor([pos[p] for p in s.train.paths])
             te = torch.tensor([pos[p] for p in s.test.paths])

@@ -3,8 +3,9 @@
 One :class:`Trainer` per run folder. Every epoch it (1) sets the cosine learning rate,
 (2) at the first epoch fills the banks with evaluation embeddings, (3) once clustering is on,
 clusters each domain's evaluation embeddings with faiss, (4) trains over ``max(N_A, N_B)`` pairs,
-(5) evaluates in both directions, (6) appends a JSON line to the history and writes a checkpoint
-atomically. A killed run resumes from its last checkpoint with identical results.
+(5) evaluates in both directions, (6) writes a checkpoint atomically (holding the history's rows)
+and appends a JSON line to the history. A killed run resumes from its last checkpoint with
+identical results, its history rewritten from the checkpoint's rows.
 """
 
 from __future__ import annotations
@@ -52,6 +53,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy, Python and CUDA random states as tensors and plain values (``weights_only``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": int(version), "state": [int(v) for v in internal], "gauss_next": gauss_next},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
 
 
 def _worker_init(worker_id: int) -> None:
@@ -130,6 +153,7 @@ class Trainer:
             self.query_encoder = DistributedDataParallel(self.model.encoder_q, device_ids=ids)
         self.epoch = 0  # next epoch to run
         self.best: dict[str, Any] | None = None
+        self.rows: list[dict[str, Any]] = []  # the history's epoch rows, also kept in last.pt
         self._cache: tuple[int, DomainPair[Tensor]] | None = None  # (model version, train embeddings)
         self._version = 0  # bumped by every optimiser step
 
@@ -177,11 +201,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain values (loadable with ``weights_only=True``)."""
         return {
             "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "best": self.best, "config": self.cfg.to_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "scaler": self.scaler.state_dict(), "best": runs.plain(self.best), "config": self.cfg.to_dict(),
+            "history": runs.plain(self.rows), "rng": rng_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -189,23 +213,42 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best = int(state["epoch"]), state["best"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.rows = list(state.get("history", []))
+        set_rng_state(state["rng"])
         self._version += 1
 
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint written under another config or for other data, in one line."""
+        saved, current = runs.plain(state.get("config")), runs.plain(self.cfg.to_dict())
+        if saved != current:
+            keys = sorted(k for k in set(saved or {}) | set(current) if (saved or {}).get(k) != current.get(k))
+            raise runs.RunError(f"{path} was written under another config than {self.run.file(runs.CONFIG)} "
+                                f"(differs in {', '.join(keys[:6])}); refusing it")
+        model = state.get("model", {})
+        for name, domain in zip(("bank_a", "bank_b"), self.cfg.domains):
+            have, want = model.get(name), getattr(self.model, name)
+            if have is not None and have.shape[0] != want.shape[0]:
+                raise runs.RunError(f"the dataset changed since {path} was written: domain {domain} had "
+                                    f"{have.shape[0]} training images, now {want.shape[0]}")
+
     def resume(self) -> bool:
-        """Load ``last.pt`` if the run folder has one; True if it did."""
-        path = self.run.file(runs.LAST)
-        if not path.exists():
+        """Load ``last.pt`` (or ``prev.pt`` if ``last.pt`` is unreadable) if the run folder has one; True if it did.
+
+        The history is rewritten from the rows the checkpoint holds, so that the two agree
+        whatever the point at which the previous process was killed.
+        """
+        found = self.run.load_last(self.log)
+        if found is None:
             return False
-        self.load_state(torch.load(path, map_location=self.device, weights_only=False))
+        state, path = found
+        self.check_checkpoint(state, path)
+        self.load_state(state)
         if D.is_main():
-            self.run.truncate_history(self.epoch - 1)
+            if path.name == runs.PREV:
+                self.run.set_aside(runs.LAST)  # unreadable: kept for inspection, out of the rotation
+            self.run.rewrite_history(self.cfg, self.rows)
         D.barrier()
-        self.log(f"resumed {self.run.path} at epoch {self.epoch}")
+        self.log(f"resumed {self.run.path} at epoch {self.epoch} from {path.name}")
         return True
 
     # ----------------------------------------------------------------- training
@@ -263,7 +306,7 @@ class Trainer:
             if D.is_main():
                 self.run.start(cfg, command)
             D.barrier()
-            self.epoch = 0
+            self.epoch, self.rows = 0, []
         from tqdm.auto import tqdm
 
         for epoch in tqdm(range(self.epoch, cfg.epochs), desc="epochs", disable=not self.progress,
@@ -292,8 +335,9 @@ class Trainer:
                         runs.atomic_torch_save({"epoch": epoch, "model": self.model.state_dict(),
                                                 "config": cfg.to_dict()}, self.run.file(runs.BEST))
             row["wall_seconds"] = time.time() - t0
-            if D.is_main():  # one process writes the run folder
-                runs.atomic_torch_save(self.state(), self.run.file(runs.LAST))
+            self.rows.append(runs.plain(row))
+            if D.is_main():  # one process writes the run folder; the checkpoint holds the rows too
+                self.run.save_last(self.state())
                 self.run.append_history(row)
                 self.log(_format_row(row))
             D.barrier()
