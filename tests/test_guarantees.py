@@ -575,7 +575,8 @@ def test_unreadable_paths_are_one_line(trained, tmp_path, capsys, monkeypatch):
 # ----------------------------------------------------------------------------- 6. caches and checks
 def test_view_cache_follows_file_content(small_root, tmp_path, monkeypatch):
     from ucdir_core.cache import file_fingerprints
-    from ucdir_core.pipeline import cached_inputs, load_split_images
+    from ucdir_core.pipeline import load_split_images
+    from ucdir_core.regimes import build_inputs
 
     monkeypatch.setenv("UCDIR_DATA", str(tmp_path / "home"))
     root = tmp_path / "root"
@@ -584,12 +585,12 @@ def test_view_cache_follows_file_content(small_root, tmp_path, monkeypatch):
     images = load_split_images(cfg, None, check=False, log=quiet)
     paths = images.a.train.paths
     before = file_fingerprints(paths)
-    inputs, *_ = cached_inputs(cfg, images, progress=False)
+    inputs = build_inputs(cfg, images, progress=False).domains
     first = inputs.a.train_eval[0][0]
     write_folder(tmp_path / "other", {"a": {"x": 8}}, size=16, seed=7)
     shutil.copy(tmp_path / "other" / "a" / "x" / "000.png", paths[0])  # same path, other image
     assert file_fingerprints(paths) != before
-    inputs, *_ = cached_inputs(cfg, images, progress=False)
+    inputs = build_inputs(cfg, images, progress=False).domains
     assert not torch.equal(inputs.a.train_eval[0][0], first)  # recomputed, not the stale cache
     assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 6
 
