@@ -48,12 +48,11 @@ def display_path(path: str | Path, root: str | Path | None = None) -> str:
         return str(path)
     root = Path(root).resolve() if root is not None else _project_root()
     p = Path(os.path.normpath(p))
-    for base, prefix in ((root, ""), (root.parent, "..")):
+    for base, prefix in ((root, "."), (root.parent, "..")):
         try:
-            rel = p.relative_to(base)
+            return str(Path(prefix) / p.relative_to(base))  # Path("./x") prints as "x"
         except ValueError:
             continue
-        return str(Path(prefix) / rel) if prefix else (str(rel) if str(rel) != "." else ".")
     try:
         return str(Path("~") / p.relative_to(Path.home().resolve()))
     except ValueError:
