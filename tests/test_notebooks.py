@@ -50,3 +50,28 @@ def test_unknown_notebook_parameter_is_refused(tmp_path):
     params.write_text("results_file: results/pacs.json\n")  # 04's parameter, fine with --only 02
     with pytest.raises(SystemExit, match="no notebooks found"):
         run(ROOT, "digits", True, parameters=params, only=["99"])
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_every_figure_is_shown_where_it_is_made(src):
+    """A cell that makes a figure displays it (and saves it) through ``reports.show_figure``; none
+    only saves it to a file."""
+    from ucdir_core.reports import FIGURE_CALLS
+
+    for cell in build_notebook(src).cells:
+        if cell.cell_type != "code":
+            continue
+        assert "save_figure(" not in cell.source, "use R.show_figure: it saves and displays"
+        if any(call in cell.source for call in FIGURE_CALLS):
+            assert "R.show_figure(" in cell.source, f"a figure made here is not shown:\n{cell.source}"
+
+
+def test_relative_data_root_is_read_from_the_project_root(monkeypatch):
+    """JupyterLab runs a notebook's kernel in notebooks/, papermill in the project root: both read
+    the same folder."""
+    from ucdir_core.companion import notebook_config
+
+    expected = str((ROOT / ".." / "shared" / "data" / "pacs").resolve())
+    for cwd in (ROOT, ROOT / "notebooks"):
+        monkeypatch.chdir(cwd)
+        assert notebook_config("../shared/data/pacs").root == expected

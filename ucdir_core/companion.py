@@ -43,14 +43,19 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
                     overrides: dict[str, Any] | None = None) -> UCDIRConfig:
     """The run config a notebook's parameters describe.
 
+    ``data`` is ``"digits"`` or a dataset root, absolute or relative to the project root (so that a
+    notebook opened in JupyterLab, whose kernel runs in ``notebooks/``, reads the same folder as
+    papermill, which runs it in the project root). The config holds the resolved root (run folders
+    are matched on it); captions show it with :func:`ucdir_core.reports.display_path`.
+
     ``smoke=True`` shrinks the run (64 images per domain, 2 epochs, every loss on from epoch 1,
     64 px input for ImageNet backbones) so that every notebook runs in seconds on a CPU.
     """
     name = dataset_name(data)
     cfg = get_preset(preset or (name if name in PRESETS else "office_home"))
     changes: dict[str, Any] = {"seed": seed, "device": device}
-    if data != "digits":
-        changes["root"] = str(Path(data).resolve())
+    if data != "digits":  # a relative root is read from the project root, wherever the kernel runs
+        changes["root"] = str((project_root() / data).resolve())
         changes["dataset"] = name
     if domains:
         changes["domains"] = tuple(domains)
@@ -322,22 +327,3 @@ def save_tables(tables, stem: Path) -> list[Path]:
     paths[1].write_text(tex)
     return paths
 
-
-def retrieval_examples(emb, labels, trainer, q_side: int, g_side: int, n_queries: int, top_k: int, seed: int):
-    """Images for a retrieval grid: each row is a query then its ``top_k`` results, with borders
-    ``green`` (same class) or ``red`` (other class)."""
-    from ucdir_core.images import load_image
-
-    rng = np.random.default_rng(seed)
-    q_emb, g_emb = emb[q_side], emb[g_side]
-    q_lab, g_lab = labels[q_side], labels[g_side]
-    q_paths, g_paths = trainer.inputs[q_side].test_eval.paths, trainer.inputs[g_side].test_eval.paths
-    picks = rng.choice(len(q_emb), size=min(n_queries, len(q_emb)), replace=False)
-    sims = q_emb[picks] @ g_emb.T
-    images, borders, row_labels = [], [], []
-    for row, qi in enumerate(picks):
-        top = np.argsort(-sims[row], kind="stable")[:top_k]
-        images.append([load_image(q_paths[qi])] + [load_image(g_paths[j]) for j in top])
-        borders.append([None] + ["green" if g_lab[j] == q_lab[qi] else "red" for j in top])
-        row_labels.append(f"query {qi}")
-    return {"images": images, "borders": borders, "row_labels": row_labels}

@@ -3,6 +3,11 @@
 ``python -m ucdir_core.notebooks build``: ``notebooks/src/NN_*.py`` (jupytext percent format) ->
 ``notebooks/NN_*.ipynb`` without outputs. ``python -m ucdir_core.notebooks run --data DATA
 [--smoke]``: execute every notebook in order, executed copies going to ``reports/<tag>/``.
+
+The kernel runs with CurveZMQ transport encryption where pyzmq and the kernelspec support it,
+and is not sent an interrupt when it is shut down after its last cell, so its log (which shares
+this process's terminal) stays quiet; anything else it writes still shows. Executed copies record
+the notebook's paths relative to the project.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from pathlib import Path
 
 from ucdir_core.companion import dataset_name, project_root
+from ucdir_core.reports import display_path
 
 PARAMS_MARK = "#PARAMS#"
 
@@ -67,10 +73,52 @@ def run(root: Path, data: str, smoke: bool, parameters: Path | None = None, only
         t0 = time.time()
         print(f"[{i}/{len(notebooks)}] {nb.name} (data={data}, smoke={smoke})", flush=True)
         own = {k: v for k, v in params.items() if k in declared[nb]}  # each notebook gets only its own
-        pm.execute_notebook(str(nb), str(reports / nb.name), parameters=own, cwd=str(root),
-                            kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=False)
-        print(f"    done in {time.time() - t0:.0f} s -> {reports / nb.name}", flush=True)
+        execute(nb, reports / nb.name, own, root)
+        print(f"    done in {time.time() - t0:.0f} s -> {display_path(reports / nb.name, root)}", flush=True)
     return reports
+
+
+def quiet_kernel_manager():
+    """The kernel manager papermill runs notebooks with, and its config.
+
+    - Transport encryption: on, where pyzmq has CurveZMQ and the kernelspec declares it, so that
+      the kernel does not warn that it "is running over TCP without encryption".
+    - No interrupt at shutdown: jupyter_client sends the kernel SIGINT before every shutdown
+      request, and a kernel that receives it while handling a message logs "KeyboardInterrupt
+      caught in kernel". Papermill shuts the kernel down once no cell runs, so there is nothing to
+      interrupt; an interrupt at any other time (a timeout, a user's) still goes through.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets.config import Config
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    config = Config()
+    if "transport_encryption" in AsyncKernelManager.class_trait_names() and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return QuietKernelManager, config
+
+
+def execute(notebook: Path, output: Path, parameters: dict, root: Path) -> None:
+    """Execute ``notebook`` with ``parameters`` (the kernel's working folder: ``root``) into
+    ``output``, whose metadata then records paths relative to ``root``."""
+    import nbformat
+    import papermill as pm
+
+    from ucdir_core.reports import relative_papermill_paths
+
+    manager, config = quiet_kernel_manager()
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(root), kernel_name="python3",
+                        progress_bar=sys.stderr.isatty(), log_output=False, kernel_manager_class=manager,
+                        config=config)
+    nb = nbformat.read(str(output), as_version=4)
+    relative_papermill_paths(nb, root)
+    nbformat.write(nb, str(output))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,12 @@
 #
 # The paper's ablation with the same budget for every row: instance contrastive only; + cluster-wise
 # contrastive; + self-entropy (with cluster-wise); + distance-of-distance (with cluster-wise); all
-# four. Numbers are the last epoch's, averaged over both retrieval directions; deltas are against
-# instance-only. Whatever they show is reported as measured.
+# four. The table is the notebook's pair: the last epoch's numbers, averaged over both retrieval
+# directions; deltas are against instance-only. When the dataset has a benchmark results file
+# (`results/<dataset>.json`, e.g. the PACS benchmark's), the figure shows every direction of every
+# pair from it, with the second seed and the anchor rows (per-domain centring, a labelled linear
+# map) where the file has them; otherwise it shows the notebook's pair. Whatever they show is
+# reported as measured.
 
 #PARAMS#
 
@@ -16,11 +20,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
+from ucdir_core import reports as R
 from ucdir_core.ablation import ABLATIONS, ablation_config
-from ucdir_core.viz import ablation_bars, save_figure
+from ucdir_core.viz import ablation_bars
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
+results = R.load_results(cfg.dataset)  # None when the dataset has no results file
 
 # %%
 rows = {}
@@ -37,9 +43,12 @@ display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + table.round(1).to_ma
                  + "\n\nDelta against instance-only:\n\n" + deltas.round(1).to_markdown()))
 
 # %%
-fig = ablation_bars(rows, list(table.columns))
-save_figure(fig, "02_ablation", out.figures, pdf=True,
-            caption="Loss ablation, mean of both directions, last epoch. " + C.provenance(cfg, "last epoch"))
+if results is not None:
+    fig, caption = R.ablation_over_directions(results)
+else:
+    fig = ablation_bars(rows, list(table.columns))
+    caption = "Loss ablation, mean of both directions, last epoch. " + C.provenance(cfg, "last epoch")
+R.show_figure(fig, "02_ablation", out.figures, pdf=True, caption=caption)
 
 # %% [markdown]
 # ## Check

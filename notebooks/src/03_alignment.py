@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 03 · Domain alignment, before and after training
+# # 03 · Domain alignment, before, during and after training
 #
 # Companion to C. Hu and G. H. Lee, *Feature Representation Learning for Unsupervised Cross-domain
 # Image Retrieval*, ECCV 2022 ([arXiv:2207.09721](https://arxiv.org/abs/2207.09721)).
@@ -8,7 +8,10 @@
 # the trained key encoder's embeddings after (the run of `01_train`). Two numbers go with each:
 # **domain mixing** (share of each image's 10 nearest neighbours from the other domain, relative to
 # perfect mixing: 0 = apart, 1 = mixed) and **class agreement** (share of the 10 nearest neighbours
-# with the image's class, in percent).
+# with the image's class, in percent). Then the same two numbers at every evaluated epoch of each
+# ablation run of `02_ablations`, with the entropy of how one domain's embeddings spread over the
+# other domain's k-means prototypes (what self-entropy and distance-of-distance act on), where the
+# runs recorded them.
 
 #PARAMS#
 
@@ -18,13 +21,14 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
+from ucdir_core import reports as R
 from ucdir_core.alignment import class_separation, domain_mixing, umap_2d
-from ucdir_core.viz import save_figure, umap_panels
+from ucdir_core.viz import alignment_curves, umap_panels
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
-C.train_or_load(cfg, run_dir, progress=not smoke)
+history = C.train_or_load(cfg, run_dir, progress=not smoke)
 
 # %%
 _, before = C.baseline_report(cfg)
@@ -40,9 +44,19 @@ panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb
 domain = np.r_[np.zeros(len(labels.a), int), np.ones(len(labels.b), int)]
 classes = C.class_names(cfg)
 fig = umap_panels(panels, domain, np.r_[labels.a, labels.b], cfg.domains, classes)
-save_figure(fig, "03_umap_alignment", out.figures, pdf=True,
-            caption="UMAP before (pretrained backbone) and after training, by domain and by class. "
-            + C.provenance(cfg, "last epoch"))
+R.show_figure(fig, "03_umap_alignment", out.figures, pdf=True,
+              caption="UMAP before (pretrained backbone) and after training, by domain and by class. "
+              + C.provenance(cfg, "last epoch"))
+
+# %%
+histories = R.ablation_histories(out.runs, cfg)
+if R.has_alignment(histories):
+    start = {"domain_mixing": stats["before"]["domain mixing"], "class_agreement": stats["before"]["class agreement %"]}
+    R.show_figure(alignment_curves(histories, before=start), "03_alignment_per_epoch", out.figures, pdf=True,
+                  caption="Domain mixing, class agreement and prototype spread per evaluated epoch, per ablation "
+                  "run; dashed: the pretrained backbone. " + C.provenance(cfg, "every evaluated epoch"))
+else:
+    display(Markdown(f"The histories of the {len(histories)} ablation runs found carry no alignment records."))
 
 # %% [markdown]
 # ## Check

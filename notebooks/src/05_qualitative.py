@@ -4,38 +4,51 @@
 # Companion to C. Hu and G. H. Lee, *Feature Representation Learning for Unsupervised Cross-domain
 # Image Retrieval*, ECCV 2022 ([arXiv:2207.09721](https://arxiv.org/abs/2207.09721)).
 #
-# For a few seeded random queries per direction: the query (left) and its top-10 retrievals from
-# the other domain, with the trained run of `01_train`. Green border: same class as the query (a
-# hit); red: a miss. Labels are used only to colour the borders.
+# For each direction, with the trained run of `01_train`: every query's precision among its top 10
+# results (per-query P@10), then the queries at a few quantiles of it (by default the 10th, 50th and
+# 90th percentile), so that the rows show a bad, the typical and a good case rather than whatever a
+# random draw gives. Each row: the query (left, labelled with its percentile and its P@10) and its
+# top-10 retrievals from the other domain. Green border: same class as the query (a hit); red: a
+# miss. Labels are used only to pick the queries and colour the borders.
 
 #PARAMS#
-n_queries = 4  # queries per direction
+quantiles = [0.1, 0.5, 0.9]  # one query per direction at each of these quantiles of per-query P@10
 
 # %%
+import numpy as np
+
 from ucdir_core import companion as C
-from ucdir_core.viz import image_grid, save_figure
+from ucdir_core import reports as R
+from ucdir_core.viz import image_grid
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
-C.train_or_load(cfg, run_dir, progress=not smoke)
+history = C.train_or_load(cfg, run_dir, progress=not smoke)
 emb, labels, trainer = C.run_embeddings(run_dir)
+paths = R.evaluated_paths(trainer)
 
 # %%
-grids = {}
+grids, picked = {}, {}
 for q_side, g_side in ((0, 1), (1, 0)):
-    grid = C.retrieval_examples(emb, labels, trainer, q_side, g_side, n_queries, top_k=10, seed=seed)
     direction = f"{cfg.domains[q_side]}->{cfg.domains[g_side]}"
+    precision = R.per_query_precision(emb[q_side], labels[q_side], emb[g_side], labels[g_side], k=10)
+    picks = R.quantile_queries(precision, quantiles, seed=seed)
+    grid = R.retrieval_grid(emb, labels, paths, q_side, g_side, picks, precision, top_k=10)
     fig = image_grid(grid["images"], row_labels=grid["row_labels"], borders=grid["borders"], cell=1.0)
-    save_figure(fig, f"05_retrievals_{direction.replace('->', '_to_')}", out.figures,
-                caption=f"Top-10 retrievals {direction}; green = same class. " + C.provenance(cfg, "last epoch"))
-    grids[direction] = grid
+    R.show_figure(fig, f"05_retrievals_{direction.replace('->', '_to_')}", out.figures,
+                  caption=f"Top-10 retrievals {direction} of the queries at the "
+                  + ", ".join(f"{100 * q:.0f}th" for q in quantiles) + " percentiles of per-query P@10 "
+                  + f"(mean over the {np.isfinite(precision).sum()} queries {np.nanmean(precision):.1f} %); "
+                  + "green = same class. " + C.provenance(cfg, "last epoch"))
+    grids[direction], picked[direction] = grid, [precision[i] for _, i in picks]
 
 # %% [markdown]
 # ## Check
 
 # %%
-for grid in grids.values():
-    assert len(grid["images"]) == n_queries and all(len(r) == 11 for r in grid["images"])
+for direction, grid in grids.items():
+    assert len(grid["images"]) == len(quantiles) and all(len(r) == 11 for r in grid["images"])
     assert all(b in ("green", "red") for row in grid["borders"] for b in row[1:])
+    assert picked[direction] == sorted(picked[direction])  # quantiles in increasing order, precision too
 print("ok")
