@@ -84,8 +84,25 @@ def test_end_to_end_config_keeps_the_paper_path_and_its_phase_proportions():
 
     paper = get_preset("domainnet")
     cfg = end_to_end_config("../shared/data/pacs", ("photo", "sketch"), epochs=10, image_size=64)
-    assert cfg.trunk_blocks is None and cfg.head_init == "random" and not cfg.freeze_bn and cfg.mlp
+    assert cfg.trunk_blocks is None and cfg.head_init == "random" and cfg.mlp and cfg.lr == paper.lr
+    assert cfg.freeze_bn and not end_to_end_config("x", freeze_bn=False).freeze_bn
     assert (cfg.se_weight, cfg.dod_weight, cfg.cw_weight_sat, cfg.se_temperature, cfg.num_clusters) == (
         paper.se_weight, paper.dod_weight, paper.cw_weight_sat, paper.se_temperature, paper.num_clusters)
     assert (cfg.warmup_epochs, cfg.cw_start, cfg.cw_sat, cfg.se_start, cfg.dod_start) == (1, 1, 5, 5, 5)
     assert cfg.image_size == 64 and cfg.epochs == 10
+
+
+def test_alignment_and_end_to_end_tables():
+    from benchmarks.pacs import alignment_table, end_to_end_table
+
+    res = {"seed": 0, "alignment": {"full": {"full": {"a-b": {"domain_mixing": 0.1, "class_agreement": 80.0},
+                                                       "a-c": {"domain_mixing": 0.3, "class_agreement": 60.0}},
+                                              "baseline": {"a-b": {"domain_mixing": 0.0, "class_agreement": 50.0}}}}}
+    text = alignment_table(res)
+    assert "| full | 0.200 | 70.0 |" in text and text.index("| baseline") < text.index("| full")
+    row = {"P@1": 30.0, "P@5": 20.0, "P@15": 10.0, "mAP": 5.0}
+    res["end_to_end"] = {"pair": ["a", "b"], "wall_seconds": 600.0, "results": {"instance": {"a->b": row}},
+                         "alignment": {"instance": {"domain_mixing": 0.25}},
+                         "config": {"backbone": "x", "image_size": 64, "epochs": 8, "lr": 2e-4, "momentum": 0.99,
+                                    "freeze_bn": True, "seed": 0}}
+    assert "| instance | 30.0 | 20.0 | 10.0 | 5.0 | 0.250 |" in end_to_end_table(res)
