@@ -88,3 +88,14 @@ def test_both_regimes_provide_the_same_parts(digits_root, tmp_path, monkeypatch)
         assert feats.shape == (1, inputs.dim)
         assert inputs.to_input(img).shape == x.shape
         assert len(inputs.domains.b.train_views[0]) == 3  # (view 1, view 2, id)
+
+
+def test_partition_agreement_is_one_for_a_relabelled_partition_and_low_for_a_crossing_one():
+    from ucdir_core.alignment import partition_agreement
+
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=float)
+    same = partition_agreement(x, np.eye(2), np.eye(2)[::-1])  # the same split, labels swapped
+    assert same == pytest.approx(1.0)
+    diagonal = np.array([[1, 1], [1, -1]]) / np.sqrt(2)  # splits {x0, x1} vs {x2, x3} differently
+    x2 = np.array([[1, 0.2], [1, -0.2], [0.2, 1], [-0.2, 1]], dtype=float)
+    assert partition_agreement(x2, np.eye(2), diagonal) < 0.5

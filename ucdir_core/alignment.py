@@ -85,6 +85,8 @@ def alignment_diagnostics(test_emb, test_labels, train_emb, names: tuple[str, st
       over the ``num_clusters`` k-means prototypes of domain E's training embeddings (faiss, seed 0,
       one start), for all four (F, E): the cross-domain entries show how one domain's images fall
       on the other's clusters, which is what distance-of-distance and self-entropy act on.
+    - ``partition_agreement[F]``: :func:`partition_agreement` of domain F's training embeddings
+      under A's and B's prototypes: what distance-of-distance compares.
 
     Shape:
         test_emb, train_emb: pairs of (N_d, d) tensors or arrays; test_labels: pair of (N_d,).
@@ -96,9 +98,30 @@ def alignment_diagnostics(test_emb, test_labels, train_emb, names: tuple[str, st
     labels = [np.asarray(y) for y in test_labels]
     protos = [kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1] for e in train]
     spread = {f"{names[f]}->{names[e]}": prototype_spread(train[f], protos[e]) for f in (0, 1) for e in (0, 1)}
+    partitions = {names[f]: partition_agreement(train[f], protos[0], protos[1]) for f in (0, 1)}
     return {"domain_mixing": domain_mixing(test[0], test[1], k),
             "class_agreement": class_separation(test[0], labels[0], test[1], labels[1], k),
-            "prototype_spread": spread}
+            "prototype_spread": spread, "partition_agreement": partitions}
+
+
+def partition_agreement(x: np.ndarray, prototypes_a: np.ndarray, prototypes_b: np.ndarray) -> float:
+    """Normalised mutual information (0-1) between two partitions of the same embeddings: by nearest
+    prototype of A and by nearest prototype of B.
+
+    Distance-of-distance compares, within a batch, the distances between soft assignments to A's
+    prototypes with those between assignments to B's; at its temperature (0.01) the assignments
+    are nearly one-hot, so the loss is close to the share of pairs that one partition puts together
+    and the other apart. NMI 1 = the two partitions are the same up to relabelling (nothing left
+    for the loss to do); low = one domain's clusters cut across the other's.
+
+    Shape:
+        x: (N, d); prototypes_a: (K_A, d); prototypes_b: (K_B, d).
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    near = [np.argmax(np.asarray(x, dtype=np.float64) @ np.asarray(p, dtype=np.float64).T, axis=1)
+            for p in (prototypes_a, prototypes_b)]
+    return float(normalized_mutual_info_score(near[0], near[1]))
 
 
 def _numpy(x) -> np.ndarray:
