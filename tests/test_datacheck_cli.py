@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 
 from ucdir_core.cli import main
 from conftest import write_folder
@@ -95,3 +97,21 @@ def test_train_skips_broken_files_with_count(capsys, tiny_root, tmp_path):
     assert "skipping 1 broken files" in out
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["problems"]["empty"][0].endswith("zero.png")
+
+
+def test_a_root_without_preset_gets_the_folder_preset_with_k_from_the_shared_class_folders(tiny_root, tmp_path):
+    from ucdir_core.cli import build_parser, config_from_args
+
+    (tiny_root / "b" / "only_b").mkdir()
+    (tiny_root / "b" / "only_b" / "0.png").write_bytes((tiny_root / "b" / "x" / "000.png").read_bytes())
+    args = build_parser().parse_args(["train", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir", "r"])
+    cfg = config_from_args(args)
+    assert cfg.dataset == "folder" and cfg.num_clusters == (3,) and cfg.image_size == 128
+    assert cfg.trunk_blocks is not None  # the CPU regime
+    args = build_parser().parse_args(["train", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir", "r",
+                                      "--set", "num_clusters=5"])
+    assert config_from_args(args).num_clusters == (5,)
+    args = build_parser().parse_args(["train", "--run-dir", "r"])
+    assert config_from_args(args).dataset == "digits"
+    with pytest.raises(ValueError, match="--domains"):
+        config_from_args(build_parser().parse_args(["train", "--root", str(tiny_root), "--run-dir", "r"]))

@@ -19,8 +19,9 @@ _EPILOG = "Config keys (use with --set key=value):\n" + "\n".join(
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="digits", choices=sorted(PRESETS),
-                   help="named preset of paper values (default: digits, the embedded benchmark)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="named preset (default: folder when --root is given, with K = the number of class "
+                        "folders both domains share; digits, the embedded benchmark, otherwise)")
     p.add_argument("--root", help="dataset root holding one folder per domain (default: the preset's; "
                                   "digits is built under $UCDIR_DATA or ~/.cache/ucdir)")
     p.add_argument("--domains", nargs=2, metavar=("A", "B"), help="the two domain folder names (default: the preset's)")
@@ -36,12 +37,19 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
-    cfg = get_preset(args.preset)
+    preset = args.preset or ("folder" if args.root else "digits")
+    cfg = get_preset(preset)
     direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "backbone", "checkpoint", "seed", "device")}
     changes = {k: v for k, v in direct.items() if v is not None}
     if args.domains:
         changes["domains"] = tuple(args.domains)
+    elif preset == "folder":
+        raise ValueError("--root needs --domains A B: the two domain folders to retrieve between")
     cfg = cfg.replace(**changes)
+    if preset == "folder" and not any(s.split("=", 1)[0].strip() == "num_clusters" for s in args.set):
+        from ucdir_core.data import shared_class_count
+
+        cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
     return cfg.with_overrides(args.set)
 
 

@@ -52,7 +52,8 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     64 px input for ImageNet backbones) so that every notebook runs in seconds on a CPU.
     """
     name = dataset_name(data)
-    cfg = get_preset(preset or (name if name in PRESETS else "office_home"))
+    preset = preset or (name if name in PRESETS else "folder")
+    cfg = get_preset(preset)
     changes: dict[str, Any] = {"seed": seed, "device": device}
     if data != "digits":  # a relative root is read from the project root, wherever the kernel runs
         changes["root"] = str((project_root() / data).resolve())
@@ -62,6 +63,10 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     if epochs is not None:
         changes["epochs"] = epochs
     cfg = cfg.replace(**changes)
+    if preset == "folder":  # K = the number of class folders both domains share, as on the command line
+        from ucdir_core.data import shared_class_count
+
+        cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
     if smoke:
         small = dict(SMOKE)
         if cfg.backbone != "small_cnn":

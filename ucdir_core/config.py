@@ -240,6 +240,13 @@ PRESETS: dict[str, UCDIRConfig] = {
         dataset="digits", domains=("handwritten", "printed"), num_clusters=(10,), image_size=64, resize_size=64,
         eval_every=1, **_CPU_REGIME,
     ),
+    # Any folder of images (``ucdir train --root DIR --domains A B`` without --preset): the CPU
+    # regime at 128 px. K is set by the command line to the number of class folders the two domains
+    # share (``data.shared_class_count``), as the paper sets K to its benchmarks' class counts.
+    "folder": UCDIRConfig(
+        dataset="folder", domains=("A", "B"), num_clusters=(7,), image_size=128, resize_size=128,
+        eval_every=1, **_CPU_REGIME,
+    ),
     # Digits from scratch: a small CNN end to end, 32 px (fast; used by the tests). It does not
     # learn cross-domain retrieval in 12 epochs (P@1 stays near chance, 10 %).
     "digits_scratch": UCDIRConfig(

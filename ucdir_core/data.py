@@ -66,6 +66,19 @@ def list_domain(root: str | Path, domain: str) -> tuple[dict[str, list[Path]], l
     return per_class, others
 
 
+def shared_class_count(root: str | Path, domains: Sequence[str]) -> int:
+    """How many class folders (by name, holding images) every one of ``domains`` has under ``root``.
+
+    Used as the number of k-means clusters K when a dataset has no preset, as the paper sets K to
+    its benchmarks' class counts; no image's label is read.
+    """
+    names = [{c for c, files in list_domain(root, d)[0].items() if files} for d in domains]
+    shared = set.intersection(*names)
+    if not shared:
+        raise DataError(f"the domains {', '.join(domains)} under {root} share no class folder")
+    return len(shared)
+
+
 def load_domains(
     root: str | Path,
     domains: Sequence[str],
