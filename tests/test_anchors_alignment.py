@@ -10,13 +10,19 @@ from ucdir_core.metrics import retrieval_metrics
 from ucdir_core.pair import DomainPair
 
 
-def _two_domains(seed=0, n=40, d=16, shift=5.0):
-    """Two classes; domain B = domain A's class structure plus a large constant offset."""
+def _two_domains(seed=0, n=40, d=16, shift=5.0, across_classes=False):
+    """Two classes; domain B = domain A's class structure plus a large offset along one axis, or
+    (``across_classes``) by the difference of the class centres, which puts B's class 0 where A's
+    class 1 lies."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n // 2)
     centres = rng.normal(0, 1, (2, d))
     a = centres[y] + 0.3 * rng.normal(0, 1, (n, d))
-    b = centres[y] + 0.3 * rng.normal(0, 1, (n, d)) + shift * np.ones(d)
+    offset = np.zeros(d)
+    offset[0] = shift
+    if across_classes:
+        offset = centres[1] - centres[0]
+    b = centres[y] + 0.3 * rng.normal(0, 1, (n, d)) + offset
     return DomainPair(a, b), DomainPair(y, y)
 
 
@@ -29,11 +35,12 @@ def test_centered_subtracts_each_domains_training_mean_and_normalises():
 
 
 def test_centering_removes_a_domain_offset_that_hurts_the_raw_features():
-    feats, labels = _two_domains()
+    feats, labels = _two_domains(across_classes=True)
     anchors = anchor_embeddings(feats, labels, feats)
     p1 = {name: retrieval_metrics(e.a, labels.a, e.b, labels.b, (1,), with_map=False)["P@1"]
           for name, e in anchors.items()}
-    assert p1["centered"] == 100.0 and p1["oracle"] == 100.0
+    assert p1["centered"] == 100.0 and p1["oracle"] > p1["baseline"]
+    assert p1["baseline"] < 90  # the offset hides the classes from raw cosine
     assert set(anchors) == {"baseline", "centered", "oracle"}
     for e in anchors.values():
         np.testing.assert_allclose(np.linalg.norm(e.a, axis=1), 1.0, rtol=1e-5)
@@ -99,3 +106,5 @@ def test_partition_agreement_is_one_for_a_relabelled_partition_and_low_for_a_cro
     diagonal = np.array([[1, 1], [1, -1]]) / np.sqrt(2)  # splits {x0, x1} vs {x2, x3} differently
     x2 = np.array([[1, 0.2], [1, -0.2], [0.2, 1], [-0.2, 1]], dtype=float)
     assert partition_agreement(x2, np.eye(2), diagonal) < 0.5
+    # prototypes are compared as directions (unit rows), as the losses' are: scaling one changes nothing
+    assert partition_agreement(x2, np.eye(2) * [[3.0], [0.2]], diagonal) == partition_agreement(x2, np.eye(2), diagonal)

@@ -115,3 +115,12 @@ def test_a_root_without_preset_gets_the_folder_preset_with_k_from_the_shared_cla
     assert config_from_args(args).dataset == "digits"
     with pytest.raises(ValueError, match="--domains"):
         config_from_args(build_parser().parse_args(["train", "--root", str(tiny_root), "--run-dir", "r"]))
+    with pytest.raises(ValueError, match="--root"):
+        config_from_args(build_parser().parse_args(["train", "--preset", "folder", "--run-dir", "r"]))
+    two = write_folder(tmp_path / "two", {"p": {"x": 1, "y": 1}, "q": {"x": 1, "y": 1}})
+    args = build_parser().parse_args(["train", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir", "r",
+                                      "--set", f"root={two}", "--set", "domains=p,q"])
+    assert config_from_args(args).num_clusters == (2,)  # K from the folders the overrides name
+    args = build_parser().parse_args(["train", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir", "r",
+                                      "--set", "num-clusters=4"])
+    assert config_from_args(args).num_clusters == (4,)

@@ -11,6 +11,7 @@ def _knn(x: np.ndarray, k: int) -> np.ndarray:
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+    k = min(k, x.shape[0] - 1)  # faiss pads missing neighbours with -1
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     _, idx = index.search(x, k + 1)
@@ -96,7 +97,8 @@ def alignment_diagnostics(test_emb, test_labels, train_emb, names: tuple[str, st
     test = [_numpy(e) for e in test_emb]
     train = [_numpy(e) for e in train_emb]
     labels = [np.asarray(y) for y in test_labels]
-    protos = [kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1] for e in train]
+    protos = [_unit(kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1])
+              for e in train]  # unit rows, as the losses' prototypes
     spread = {f"{names[f]}->{names[e]}": prototype_spread(train[f], protos[e]) for f in (0, 1) for e in (0, 1)}
     partitions = {names[f]: partition_agreement(train[f], protos[0], protos[1]) for f in (0, 1)}
     return {"domain_mixing": domain_mixing(test[0], test[1], k),
@@ -119,9 +121,13 @@ def partition_agreement(x: np.ndarray, prototypes_a: np.ndarray, prototypes_b: n
     """
     from sklearn.metrics import normalized_mutual_info_score
 
-    near = [np.argmax(np.asarray(x, dtype=np.float64) @ np.asarray(p, dtype=np.float64).T, axis=1)
+    near = [np.argmax(np.asarray(x, dtype=np.float64) @ _unit(np.asarray(p, dtype=np.float64)).T, axis=1)
             for p in (prototypes_a, prototypes_b)]
     return float(normalized_mutual_info_score(near[0], near[1]))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
 
 
 def _numpy(x) -> np.ndarray:

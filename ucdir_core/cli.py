@@ -43,14 +43,21 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
     changes = {k: v for k, v in direct.items() if v is not None}
     if args.domains:
         changes["domains"] = tuple(args.domains)
-    elif preset == "folder":
-        raise ValueError("--root needs --domains A B: the two domain folders to retrieve between")
-    cfg = cfg.replace(**changes)
-    if preset == "folder" and not any(s.split("=", 1)[0].strip() == "num_clusters" for s in args.set):
-        from ucdir_core.data import shared_class_count
+    cfg = cfg.replace(**changes).with_overrides(args.set)
+    if preset == "folder":
+        if cfg.root is None or not args.domains and "domains" not in _set_keys(args.set):
+            raise ValueError("preset folder needs --root DIR and --domains A B (the two domain folders to retrieve "
+                             "between)")
+        if "num_clusters" not in _set_keys(args.set):
+            from ucdir_core.data import shared_class_count
 
-        cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
-    return cfg.with_overrides(args.set)
+            cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
+    return cfg
+
+
+def _set_keys(overrides: list[str]) -> set[str]:
+    """The config keys that ``--set key=value`` options name."""
+    return {s.split("=", 1)[0].strip().replace("-", "_") for s in overrides}
 
 
 def build_parser() -> argparse.ArgumentParser:

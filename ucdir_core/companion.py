@@ -63,10 +63,13 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     if epochs is not None:
         changes["epochs"] = epochs
     cfg = cfg.replace(**changes)
-    if preset == "folder":  # K = the number of class folders both domains share, as on the command line
+    overrides = overrides or {}
+    if preset == "folder" and "num_clusters" not in overrides:
+        # K = the number of class folders both domains share, as on the command line
         from ucdir_core.data import shared_class_count
 
-        cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
+        located = cfg.replace(**{k: v for k, v in overrides.items() if k in ("root", "domains")})
+        cfg = cfg.replace(num_clusters=(shared_class_count(located.root, located.domains),))
     if smoke:
         small = dict(SMOKE)
         if cfg.backbone != "small_cnn":
@@ -74,7 +77,7 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
         if epochs is not None:
             small["epochs"] = epochs
         cfg = cfg.replace(**small, num_clusters=(min(cfg.num_clusters[0], 7),))
-    return cfg.replace(**(overrides or {}))
+    return cfg.replace(**overrides)
 
 
 def run_name(cfg: UCDIRConfig, tag: str = "ucdir") -> str:

@@ -155,6 +155,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.rows: list[dict[str, Any]] = []  # the history's epoch rows, also kept in last.pt
         self._cache: tuple[int, DomainPair[Tensor]] | None = None  # (model version, train embeddings)
+        self._test_cache: tuple[int, DomainPair[Tensor]] | None = None  # (model version, test embeddings)
         self._version = 0  # bumped by every optimiser step
 
     # ----------------------------------------------------------------- embeddings and evaluation
@@ -170,9 +171,12 @@ class Trainer:
         return self._cache[1]
 
     def test_embeddings(self) -> DomainPair[Tensor]:
+        """Key-encoder evaluation embeddings of the evaluated images, reused while weights are unchanged."""
         if all(d.test_is_train for d in self.inputs):
             return self.train_embeddings()
-        return self._embed("test_eval")
+        if self._test_cache is None or self._test_cache[0] != self._version:
+            self._test_cache = (self._version, self._embed("test_eval"))
+        return self._test_cache[1]
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """P@k and mAP in both directions on the evaluated images, with the key encoder."""
@@ -220,7 +224,11 @@ class Trainer:
     def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         """Refuse a checkpoint written under another config or for other data, in one line."""
         saved, current = runs.plain(state.get("config")), runs.plain(self.cfg.to_dict())
-        if saved != current:
+        try:  # keys added since the checkpoint was written take their defaults, as config.json's do
+            same = UCDIRConfig.from_dict(saved) == self.cfg
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             keys = sorted(k for k in set(saved or {}) | set(current) if (saved or {}).get(k) != current.get(k))
             raise runs.RunError(f"{path} was written under another config than {self.run.file(runs.CONFIG)} "
                                 f"(differs in {', '.join(keys[:6])}); refusing it")
@@ -328,7 +336,8 @@ class Trainer:
                 report = self.evaluate()
                 row["eval"] = report
                 row["score"] = selection_score(report, cfg.eval_ks[0])
-                row["alignment"] = self.alignment()
+                if D.is_main():  # only process 0's rows are written
+                    row["alignment"] = self.alignment()
                 if self.best is None or row["score"] > self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["score"], "eval": report}
                     if D.is_main():
