@@ -66,13 +66,14 @@ def parse_pairs(specs: list[str] | None) -> list[tuple[str, str]] | None:
     return [tuple(s.split("-")) for s in specs] if specs else None
 
 
-def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict]:
-    """Per-direction metrics of one trained method on one pair (last epoch), and its alignment
-    (domain mixing, class agreement and prototype spread of the last evaluated epoch)."""
+def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict, float]:
+    """Per-direction metrics of one trained method on one pair (last epoch), its alignment
+    (domain mixing, class agreement and prototype spread of the last evaluated epoch), and the
+    run's training time (the sum of its epochs' wall times, also when it was read back)."""
     run_dir = runs / C.run_name(cfg, method)
     history = C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
     last = [r for r in history if "eval" in r][-1]
-    return last["eval"], last.get("alignment", {})
+    return last["eval"], last.get("alignment", {}), float(sum(r.get("wall_seconds", 0.0) for r in history))
 
 
 def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), epochs: int = 8,
@@ -105,19 +106,21 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
 
 def run_end_to_end(cfg: UCDIRConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
     """``{"pair", "config", "results": {method: {direction: metrics}}, "alignment", "wall_seconds"}``
-    of the end-to-end runs (last epoch)."""
-    t0 = time.time()
-    out = {"pair": list(cfg.domains), "config": cfg.to_dict(), "results": {}, "alignment": {}}
+    of the end-to-end runs (last epoch); ``wall_seconds``: the baseline's time plus the runs' own
+    epoch times (so that reading finished runs back does not change it)."""
+    out = {"pair": list(cfg.domains), "config": cfg.to_dict(), "results": {}, "alignment": {}, "wall_seconds": 0.0}
     for method in methods:
         if method == "baseline":
+            t0 = time.time()
             reports, alignment = C.anchor_rows(cfg)
             out["results"]["baseline"], out["alignment"]["baseline"] = reports["baseline"], alignment["baseline"]
+            out["wall_seconds"] += time.time() - t0
             continue
-        report, alignment = run_method(cfg, method, runs / "end_to_end")
+        report, alignment, seconds = run_method(cfg, method, runs / "end_to_end")
+        out["wall_seconds"] += seconds
         out["results"][method] = report
         out["alignment"][method] = {k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
         print(f"end to end {'-'.join(cfg.domains)} {method}: {C.mean_over_directions(report)}", flush=True)
-    out["wall_seconds"] = time.time() - t0
     return out
 
 
@@ -191,7 +194,7 @@ def main(argv=None) -> int:
                     if method in ANCHORS or (seed != args.seeds[0] and (method not in SEEDED or split != "full")):
                         continue  # second seeds: instance and full rows, full split
                     t = time.time()
-                    report, alignment = run_method(cfg.replace(seed=seed), method, Path(args.runs))
+                    report, alignment, _ = run_method(cfg.replace(seed=seed), method, Path(args.runs))
                     bucket = res["results"] if seed == args.seeds[0] else res["seeds"].setdefault(str(seed), {})
                     bucket.setdefault(split, {}).setdefault(method, {}).update(report)
                     if seed == args.seeds[0]:
