@@ -289,7 +289,8 @@ def end_to_end_table(res: dict) -> str:
              f"{'frozen' if cfg['freeze_bn'] else 'trained'}; full split; last epoch; seed {cfg['seed']}; "
              f"{e2e['wall_seconds'] / 60:.0f} min)", "",
              "| method | P@1 | P@5 | P@15 | mAP | domain mixing |", "|---|---:|---:|---:|---:|---:|"]
-    for method, dirs in e2e["results"].items():
+    for method in sorted(e2e["results"], key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
+        dirs = e2e["results"][method]
         mix = e2e.get("alignment", {}).get(method, {}).get("domain_mixing", float("nan"))
         lines.append(f"| {method} | " + " | ".join(f"{_mean(dirs, k):.1f}" for k in ("P@1", "P@5", "P@15", "mAP"))
                      + f" | {mix:.3f} |")
