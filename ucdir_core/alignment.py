@@ -27,23 +27,34 @@ def domain_mixing(emb_a: np.ndarray, emb_b: np.ndarray, k: int = 10) -> float:
     divided by the fraction expected if domains were perfectly mixed; averaged over both domains
     with equal weight. 0 = domains fully apart, about 1 = indistinguishable.
     """
-    x = np.concatenate([emb_a, emb_b])
-    dom = np.r_[np.zeros(len(emb_a), int), np.ones(len(emb_b), int)]
-    nn = _knn(x, k)
-    other = (dom[nn] != dom[:, None]).mean(axis=1)
-    n = len(x) - 1
-    expected = np.where(dom == 0, len(emb_b) / n, len(emb_a) / n)
-    ratio = other / expected
-    return float((ratio[dom == 0].mean() + ratio[dom == 1].mean()) / 2)
+    return _mixing(_knn(np.concatenate([emb_a, emb_b]), k), len(emb_a), len(emb_b))
 
 
 def class_separation(emb_a: np.ndarray, labels_a: np.ndarray, emb_b: np.ndarray, labels_b: np.ndarray,
                      k: int = 10) -> float:
     """k-NN class agreement in percent: share of each image's k nearest neighbours (both domains
     together) that have its class."""
-    x = np.concatenate([emb_a, emb_b])
-    y = np.r_[labels_a, labels_b]
-    nn = _knn(x, k)
+    return _agreement(_knn(np.concatenate([emb_a, emb_b]), k), np.r_[labels_a, labels_b])
+
+
+def mixing_and_agreement(emb_a: np.ndarray, labels_a: np.ndarray, emb_b: np.ndarray, labels_b: np.ndarray,
+                         k: int = 10) -> dict[str, float]:
+    """:func:`domain_mixing` and :func:`class_separation` from one k-NN search:
+    ``{"domain_mixing", "class_agreement"}``."""
+    nn = _knn(np.concatenate([emb_a, emb_b]), k)
+    return {"domain_mixing": _mixing(nn, len(emb_a), len(emb_b)),
+            "class_agreement": _agreement(nn, np.r_[labels_a, labels_b])}
+
+
+def _mixing(nn: np.ndarray, n_a: int, n_b: int) -> float:
+    dom = np.r_[np.zeros(n_a, int), np.ones(n_b, int)]
+    other = (dom[nn] != dom[:, None]).mean(axis=1)
+    n = n_a + n_b - 1
+    ratio = other / np.where(dom == 0, n_b / n, n_a / n)
+    return float((ratio[dom == 0].mean() + ratio[dom == 1].mean()) / 2)
+
+
+def _agreement(nn: np.ndarray, y: np.ndarray) -> float:
     return float(100 * (y[nn] == y[:, None]).mean())
 
 
@@ -68,8 +79,7 @@ def prototype_spread(x: np.ndarray, prototypes: np.ndarray, min_share: float = 0
         x: (N, d); prototypes: (K, d).
     """
     x = np.asarray(x, dtype=np.float64)
-    p = np.asarray(prototypes, dtype=np.float64)
-    p = p / np.linalg.norm(p, axis=1, keepdims=True).clip(min=1e-12)
+    p = _unit(np.asarray(prototypes, dtype=np.float64))
     nearest = np.argmax(x @ p.T, axis=1)
     share = np.bincount(nearest, minlength=len(p)) / len(x)
     nz = share[share > 0]
@@ -97,12 +107,10 @@ def alignment_diagnostics(test_emb, test_labels, train_emb, names: tuple[str, st
     test = [_numpy(e) for e in test_emb]
     train = [_numpy(e) for e in train_emb]
     labels = [np.asarray(y) for y in test_labels]
-    protos = [_unit(kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1])
-              for e in train]  # unit rows, as the losses' prototypes
+    protos = [kmeans(e, min(num_clusters, len(e)), seed=0, nredo=1, min_points_per_centroid=1)[1] for e in train]
     spread = {f"{names[f]}->{names[e]}": prototype_spread(train[f], protos[e]) for f in (0, 1) for e in (0, 1)}
     partitions = {names[f]: partition_agreement(train[f], protos[0], protos[1]) for f in (0, 1)}
-    return {"domain_mixing": domain_mixing(test[0], test[1], k),
-            "class_agreement": class_separation(test[0], labels[0], test[1], labels[1], k),
+    return {**mixing_and_agreement(test[0], labels[0], test[1], labels[1], k),
             "prototype_spread": spread, "partition_agreement": partitions}
 
 

@@ -154,7 +154,7 @@ def anchor_rows(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict[str, dic
     Returns:
         ``({anchor: {direction: metrics}}, {anchor: {"domain_mixing", "class_agreement"}})``.
     """
-    from ucdir_core.alignment import class_separation, domain_mixing
+    from ucdir_core.alignment import mixing_and_agreement
     from ucdir_core.anchors import anchor_embeddings
     from ucdir_core.metrics import retrieval_report
 
@@ -164,8 +164,7 @@ def anchor_rows(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict[str, dic
     for name, emb in anchor_embeddings(f["train"], f["train_labels"], f["test"]).items():
         reports[name] = retrieval_report(torch.from_numpy(emb.a), labels.a, torch.from_numpy(emb.b), labels.b,
                                          cfg.eval_ks, names=tuple(cfg.domains))
-        alignment[name] = {"domain_mixing": domain_mixing(emb.a, emb.b),
-                           "class_agreement": class_separation(emb.a, labels.a, emb.b, labels.b)}
+        alignment[name] = mixing_and_agreement(emb.a, labels.a, emb.b, labels.b)
     return reports, alignment
 
 
