@@ -57,7 +57,9 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
 
 def _set_keys(overrides: list[str]) -> set[str]:
     """The config keys that ``--set key=value`` options name."""
-    return {s.split("=", 1)[0].strip().replace("-", "_") for s in overrides}
+    from ucdir_core.config import override_key
+
+    return {override_key(s) for s in overrides}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,8 +142,7 @@ class UCDIRConfig:
         for item in overrides:
             if "=" not in item:
                 raise ValueError(f"override {item!r} is not of the form key=value")
-            key, raw = item.split("=", 1)
-            key = key.strip().replace("-", "_")
+            key, raw = override_key(item), item.split("=", 1)[1]
             if key not in known:
                 raise ValueError(f"unknown config key {key!r}; known: {', '.join(sorted(known))}")
             try:
@@ -151,6 +150,11 @@ class UCDIRConfig:
             except ValueError as exc:
                 raise ValueError(f"config key {key}: {exc}") from None
         return self.replace(**changes)
+
+
+def override_key(item: str) -> str:
+    """The config key a ``key=value`` override names (dashes read as underscores)."""
+    return item.split("=", 1)[0].strip().replace("-", "_")
 
 
 def _coerce(type_str: Any, value: Any) -> Any:
