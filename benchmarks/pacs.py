@@ -78,7 +78,7 @@ def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict, float]:
 
 def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), epochs: int = 8,
                       image_size: int = 64, momentum: float = 0.99, lr: float = 2e-4,
-                      freeze_bn: bool = True) -> UCDIRConfig:
+                      freeze_bn: bool = True, head_init: str = "random") -> UCDIRConfig:
     """The paper's code path on PACS, compressed: the ``domainnet`` preset (its 7 clusters, loss
     weights, temperatures and learning rate; the DomainNet subset also has 7 classes), end to end
     (no frozen trunk, no view cache), the reference's random MLP head; ``epochs`` instead of 200
@@ -93,6 +93,10 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
     28 to 17 on photo<->sketch at 64 px *with a learning rate of 1e-9* (no weight moved): a
     compressed schedule leaves the weights no time to adapt to the new statistics (README,
     "The paper's code path").
+
+    ``head_init="pca"`` replaces the reference's random MLP head with this project's identity + PCA
+    initialisation (a diagnosis: with the random head, the compressed schedule ends below the
+    untrained features' P@1; README, "The paper's code path").
     """
     paper = get_preset("domainnet")
     frac = epochs / paper.epochs
@@ -101,7 +105,8 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
         dataset="pacs", root=str(Path(root).resolve()), domains=tuple(pair), image_size=image_size,
         resize_size=image_size, epochs=epochs, warmup_epochs=at(paper.warmup_epochs), cw_start=at(paper.cw_start),
         cw_sat=at(paper.cw_sat), se_start=at(paper.se_start), dod_start=at(paper.dod_start), momentum=momentum,
-        lr=lr, freeze_bn=freeze_bn, eval_ks=(1, 5, 15), eval_every=1, workers=0, kmeans_restarts=1)
+        lr=lr, freeze_bn=freeze_bn, head_init=head_init, eval_ks=(1, 5, 15), eval_every=1, workers=0,
+        kmeans_restarts=1)
 
 
 def run_end_to_end(cfg: UCDIRConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
@@ -146,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--end-to-end-lr", type=float, default=2e-4)
     p.add_argument("--end-to-end-bn", choices=["frozen", "trained"], default="frozen",
                    help="BatchNorm statistics of the end-to-end run (default frozen; trained is the reference's)")
+    p.add_argument("--end-to-end-head", choices=["random", "pca"], default="random",
+                   help="MLP head of the end-to-end run (default random, the reference's; pca is this project's)")
     p.add_argument("--table", help="print the README table of means from this results file and exit")
     p.add_argument("--table-pairs", nargs="+", metavar="A-B", help="with --table: average over these pairs only")
     args = p.parse_args(argv)
@@ -207,7 +214,7 @@ def main(argv=None) -> int:
     if args.end_to_end or args.end_to_end_only:
         e2e = end_to_end_config(args.root, tuple(args.end_to_end_pair), args.end_to_end_epochs,
                                 args.end_to_end_size, args.end_to_end_momentum, args.end_to_end_lr,
-                                args.end_to_end_bn == "frozen")
+                                args.end_to_end_bn == "frozen", args.end_to_end_head)
         res["end_to_end"] = run_end_to_end(e2e, Path(args.runs))
         res["end_to_end"]["config"]["root"] = args.root  # as given: no machine path in the results file
         save()
@@ -286,7 +293,8 @@ def end_to_end_table(res: dict) -> str:
     cfg = e2e["config"]
     lines = [f"**end to end, {'<->'.join(e2e['pair'])}** ({cfg['backbone']}, {cfg['image_size']} px, {cfg['epochs']} "
              f"epochs, lr {cfg['lr']}, key momentum {cfg['momentum']}, BatchNorm statistics "
-             f"{'frozen' if cfg['freeze_bn'] else 'trained'}; full split; last epoch; seed {cfg['seed']}; "
+             f"{'frozen' if cfg['freeze_bn'] else 'trained'}, {cfg.get('head_init', 'random')} head; full split; "
+             f"last epoch; seed {cfg['seed']}; "
              f"{e2e['wall_seconds'] / 60:.0f} min)", "",
              "| method | P@1 | P@5 | P@15 | mAP | domain mixing |", "|---|---:|---:|---:|---:|---:|"]
     for method in sorted(e2e["results"], key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
@@ -294,6 +302,31 @@ def end_to_end_table(res: dict) -> str:
         mix = e2e.get("alignment", {}).get(method, {}).get("domain_mixing", float("nan"))
         lines.append(f"| {method} | " + " | ".join(f"{_mean(dirs, k):.1f}" for k in ("P@1", "P@5", "P@15", "mAP"))
                      + f" | {mix:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def end_to_end_trials_table(doc: dict) -> str:
+    """Markdown: the end-to-end trials of ``results/pacs_end_to_end_gpu.json``, one line per (head,
+    BatchNorm, lr, epochs), instance and full side by side: P@1 / mAP, mean of the two directions,
+    at the last epoch each run reached (``epochs_run``)."""
+    def mean(row: dict, key: str) -> float:
+        return float(np.mean([v[key] for k, v in row.items() if "->" in k]))
+
+    groups: dict[tuple, dict] = {}
+    for run in doc["runs"]:
+        groups.setdefault((run["head_init"], run["bn"], run["lr"], run["epochs"]), {})[run["method"]] = run
+    head = {"random": "random (the reference)", "pca": "identity + PCA (this project's)"}
+    bn = {"frozen": "frozen statistics", "trained": "trained (the reference)"}
+    lines = ["| head | BatchNorm | lr | epochs | instance P@1 / mAP | full P@1 / mAP |",
+             "|---|---|---:|---:|---:|---:|"]
+    for (h, b, lr, epochs), runs in groups.items():
+        done = {r["epochs_run"] for r in runs.values()}
+        ran = str(epochs) if done == {epochs} else f"{max(done)} of {epochs}"
+        cells = []
+        for method in ("instance", "full"):
+            last = runs[method]["history"][-1] if method in runs else None
+            cells.append(f"{mean(last, 'P@1'):.1f} / {mean(last, 'mAP'):.1f}" if last else "")
+        lines.append(f"| {head.get(h, h)} | {bn.get(b, b)} | {lr:g} | {ran} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

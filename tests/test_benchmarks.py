@@ -1,6 +1,7 @@
 """Benchmark helpers: the naive evaluation agrees with the blocked one; the README table builder."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,7 @@ def test_end_to_end_config_keeps_the_paper_path_and_its_phase_proportions():
     cfg = end_to_end_config("../shared/data/pacs", ("photo", "sketch"), epochs=10, image_size=64)
     assert cfg.trunk_blocks is None and cfg.head_init == "random" and cfg.mlp and cfg.lr == paper.lr
     assert cfg.freeze_bn and not end_to_end_config("x", freeze_bn=False).freeze_bn
+    assert end_to_end_config("x", head_init="pca").head_init == "pca"
     assert (cfg.se_weight, cfg.dod_weight, cfg.cw_weight_sat, cfg.se_temperature, cfg.num_clusters) == (
         paper.se_weight, paper.dod_weight, paper.cw_weight_sat, paper.se_temperature, paper.num_clusters)
     assert (cfg.warmup_epochs, cfg.cw_start, cfg.cw_sat, cfg.se_start, cfg.dod_start) == (1, 1, 5, 5, 5)
@@ -106,3 +108,26 @@ def test_alignment_and_end_to_end_tables():
                          "config": {"backbone": "x", "image_size": 64, "epochs": 8, "lr": 2e-4, "momentum": 0.99,
                                     "freeze_bn": True, "seed": 0}}
     assert "| instance | 30.0 | 20.0 | 10.0 | 5.0 | 0.250 |" in end_to_end_table(res)
+
+
+def test_end_to_end_trials_table_groups_runs_and_marks_unfinished_ones():
+    from benchmarks.pacs import end_to_end_trials_table
+
+    def run(method, head, p1, epochs_run, epochs=4):
+        row = {"a->b": {"P@1": p1, "mAP": 10.0}, "b->a": {"P@1": p1 + 2, "mAP": 20.0}}
+        return {"method": method, "head_init": head, "bn": "frozen", "lr": 2e-4, "epochs": epochs,
+                "epochs_run": epochs_run, "history": [{"a->b": {"P@1": 0.0, "mAP": 0.0}, "b->a": {"P@1": 0.0, "mAP": 0.0}},
+                                                      row]}
+
+    text = end_to_end_trials_table({"runs": [run("instance", "random", 30.0, 4), run("full", "random", 40.0, 4),
+                                             run("full", "pca", 50.0, 3)]})
+    assert "| random (the reference) | frozen statistics | 0.0002 | 4 | 31.0 / 15.0 | 41.0 / 15.0 |" in text
+    assert "| identity + PCA (this project's) | frozen statistics | 0.0002 | 3 of 4 |  | 51.0 / 15.0 |" in text
+
+
+def test_readme_shows_the_recorded_end_to_end_trials():
+    from benchmarks.pacs import end_to_end_trials_table
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "results" / "pacs_end_to_end_gpu.json").read_text())
+    assert end_to_end_trials_table(doc) in (root / "README.md").read_text()

@@ -97,3 +97,29 @@ def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert all("/printed/" in h["path"] for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
+
+
+def test_backbone_lr_scale_gives_the_backbone_its_own_learning_rate(tiny_cfg, tmp_path):
+    trainer, _ = build_trainer(tiny_cfg.replace(epochs=1, backbone_lr_scale=0.1), tmp_path / "run", progress=False,
+                            log=lambda s: None)
+    groups = trainer.optimizer.param_groups
+    assert [g["lr_scale"] for g in groups] == [0.1, 1.0]
+    backbone = {id(p) for p in trainer.model.encoder_q.backbone.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone
+    before = {n: p.detach().clone() for n, p in trainer.model.encoder_q.named_parameters()}
+    history = trainer.fit()
+    lr = history[0]["lr"]
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.1 * lr, lr])
+    moved = {n for n, p in trainer.model.encoder_q.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("backbone.") for n in moved) and any(n.startswith("head.") for n in moved)
+
+
+def test_one_parameter_group_at_the_reference_scale(tiny_cfg, tmp_path):
+    trainer, _ = build_trainer(tiny_cfg.replace(epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
+    (group,) = trainer.optimizer.param_groups
+    assert len(group["params"]) == len([p for p in trainer.model.encoder_q.parameters() if p.requires_grad])
+
+
+def test_backbone_lr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        get_preset("digits").replace(backbone_lr_scale=0.0)

@@ -66,6 +66,10 @@ class UCDIRConfig:
     epochs: int = 200
     batch_size: int = 64  #: images per domain per step; the last incomplete batch is dropped
     lr: float = 2e-4
+    #: the backbone's learning rate is lr times this (the projection head keeps lr); 1.0 is the
+    #: reference. Below 1 it lets more backbone stages train without moving the pretrained ones as
+    #: fast as the randomly or PCA-initialised head.
+    backbone_lr_scale: float = 1.0
     sgd_momentum: float = 0.9
     weight_decay: float = 1e-4
     trainable: str = "all"  #: "all" or "head" (backbone frozen, kept in eval mode)
@@ -110,7 +114,7 @@ class UCDIRConfig:
             raise ValueError(f"workers must be 0 or more, got {self.workers!r}")
         if self.max_images_per_domain is not None and self.max_images_per_domain < 2:
             raise ValueError(f"max_images_per_domain must be at least 2, got {self.max_images_per_domain!r}")
-        for name in ("temperature", "se_temperature", "dod_temperature", "lr"):
+        for name in ("temperature", "se_temperature", "dod_temperature", "lr", "backbone_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

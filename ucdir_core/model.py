@@ -55,6 +55,25 @@ class Encoder(nn.Module):
         return F.normalize(self.head(self.backbone(x)).float(), dim=1)
 
 
+def param_groups(encoder: Encoder, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """The optimiser's parameter groups of ``encoder``'s trainable parameters, each with an
+    ``lr_scale``; the trainer sets a group's lr to the schedule's lr times its ``lr_scale``.
+
+    With ``backbone_lr_scale == 1`` (the reference) one group holds every parameter, as before the
+    key existed, so older checkpoints' optimiser states still load; otherwise the backbone's
+    parameters get ``backbone_lr_scale`` and the head's 1 (an empty group, a frozen backbone, is
+    left out).
+    """
+    if backbone_lr_scale == 1.0:
+        return [{"params": [p for p in encoder.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    out = []
+    for module, scale in ((encoder.backbone, backbone_lr_scale), (encoder.head, 1.0)):
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params:
+            out.append({"params": params, "lr_scale": float(scale)})
+    return out
+
+
 @torch.no_grad()
 def init_head_pca(encoder: Encoder, features: Tensor) -> None:
     """Initialise the head so that, at step 0, the embedding is the PCA projection of the backbone's

@@ -27,7 +27,7 @@ from ucdir_core.clustering import cluster_domain
 from ucdir_core.config import UCDIRConfig
 from ucdir_core.device import select_device
 from ucdir_core.metrics import retrieval_report, selection_score
-from ucdir_core.model import UCDIR, Encoder
+from ucdir_core.model import UCDIR, Encoder, param_groups
 from ucdir_core.objective import Clustering, LossParams, ucdir_objective
 from ucdir_core.pair import DomainPair
 from ucdir_core.schedules import UCDIRSchedule
@@ -137,8 +137,8 @@ class Trainer:
         self.log = log
         n_train = inputs.map(lambda d: len(d.train_eval))
         self.model = UCDIR(encoder, n_train, dim=cfg.feature_dim, key_bn_splits=cfg.key_bn_splits).to(self.device)
-        params = [p for p in self.model.encoder_q.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(param_groups(self.model.encoder_q, cfg.backbone_lr_scale), lr=cfg.lr,
+                                         momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.schedule = UCDIRSchedule.from_config(cfg)
@@ -323,7 +323,7 @@ class Trainer:
             seed_everything(cfg.seed * 100003 + epoch)
             lr = self.schedule.lr(epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # absent in checkpoints older than the key
             if epoch == 0:
                 self.model.fill_banks(self.train_embeddings())
             weights = self.schedule.weights(epoch)
