@@ -22,7 +22,7 @@ from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
 from ucdir_core import reports as R
-from ucdir_core.alignment import class_separation, domain_mixing, umap_2d
+from ucdir_core.alignment import mixing_and_agreement, umap_2d
 from ucdir_core.viz import alignment_curves, umap_panels
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
@@ -33,11 +33,9 @@ history = C.train_or_load(cfg, run_dir, progress=not smoke)
 # %%
 _, before = C.baseline_report(cfg)
 after, labels, trainer = C.run_embeddings(run_dir)
-stats = {}
-for name, emb in (("before", before), ("after", after)):
-    stats[name] = {"domain mixing": domain_mixing(emb.a, emb.b),
-                   "class agreement %": class_separation(emb.a, labels.a, emb.b, labels.b)}
-display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + pd.DataFrame(stats).T.round(3).to_markdown()))
+stats = {name: mixing_and_agreement(emb.a, labels.a, emb.b, labels.b) for name, emb in (("before", before), ("after", after))}
+table = pd.DataFrame(stats).T.rename(columns={"domain_mixing": "domain mixing", "class_agreement": "class agreement %"})
+display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + table.round(3).to_markdown()))
 
 # %%
 panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb in (("before", before), ("after", after))}
@@ -51,8 +49,7 @@ R.show_figure(fig, "03_umap_alignment", out.figures, pdf=True,
 # %%
 histories = R.ablation_histories(out.runs, cfg)
 if R.has_alignment(histories):
-    start = {"domain_mixing": stats["before"]["domain mixing"], "class_agreement": stats["before"]["class agreement %"]}
-    R.show_figure(alignment_curves(histories, before=start), "03_alignment_per_epoch", out.figures, pdf=True,
+    R.show_figure(alignment_curves(histories, before=stats["before"]), "03_alignment_per_epoch", out.figures, pdf=True,
                   caption="Domain mixing, class agreement and prototype spread per evaluated epoch, per ablation "
                   "run; dashed: the pretrained backbone. " + C.provenance(cfg, "every evaluated epoch"))
 else:
@@ -63,6 +60,6 @@ else:
 
 # %%
 for s in stats.values():
-    assert 0 <= s["domain mixing"] <= 2.5 and 0 <= s["class agreement %"] <= 100
+    assert 0 <= s["domain_mixing"] <= 2.5 and 0 <= s["class_agreement"] <= 100
 assert all(p.shape == (len(domain), 2) for p in panels.values())
 print("ok")
