@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from itertools import combinations
 from pathlib import Path
@@ -47,6 +48,19 @@ def git_commit() -> str:
 def base_config(root: str):
     """The ``pacs`` preset (the regime) on the PACS folder at ``root``."""
     return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs")
+
+
+def regime_differences(saved: dict | None, cfg: UCDIRConfig) -> list[str]:
+    """Config keys in which a results file's regime (``saved``, its ``config``) differs from
+    ``cfg``; the data root is not compared, keys added since the file was written take their
+    defaults. Empty when there is no saved regime."""
+    if not saved:
+        return []
+    try:
+        old = UCDIRConfig.from_dict({**saved, "root": cfg.root})
+    except (TypeError, ValueError) as e:
+        return [f"unreadable config ({e})"]
+    return sorted(k for k in cfg.to_dict() if getattr(old, k) != getattr(cfg, k))
 
 
 def regime_text(cfg) -> str:
@@ -168,11 +182,20 @@ def main(argv=None) -> int:
     pairs.sort(key=lambda pair: pair != ("photo", "sketch"))  # the notebooks' pair first
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update({"dataset": "pacs", "config": {**cfg0.to_dict(), "root": args.root}, "seed": args.seeds[0],
-                "commit": git_commit(),
-                "regime": regime_text(cfg0),
-                "machine": {"cores": os.cpu_count(), "device": "cpu" if not torch.cuda.is_available() else
-                            torch.cuda.get_device_name(0), "platform": platform.platform()}})
+    differs = regime_differences(res.get("config"), cfg0)
+    if differs:
+        print(f"error: {out} holds results of another regime (differs in {', '.join(differs[:6])}); "
+              "write them to another --out", file=sys.stderr)
+        return 2
+    invocation = {"commit": git_commit(), "argv": list(sys.argv[1:] if argv is None else argv),
+                  "machine": {"cores": os.cpu_count(), "device": "cpu" if not torch.cuda.is_available() else
+                              torch.cuda.get_device_name(0), "platform": platform.platform()}}
+    # a file filled by several invocations (a partial rerun, the end-to-end part alone) lists them
+    # all; the top-level commit and machine are the latest one's
+    res.setdefault("invocations", []).append(invocation)
+    res.update({"dataset": "pacs", "config": {**cfg0.to_dict(), "root": args.root}, "regime": regime_text(cfg0),
+                "commit": invocation["commit"], "machine": invocation["machine"]})
+    res.setdefault("seed", args.seeds[0])
     for key in ("results", "seeds", "alignment"):
         res.setdefault(key, {})
     t0 = time.time() - res.get("wall_seconds", 0.0)

@@ -131,3 +131,21 @@ def test_readme_shows_the_recorded_end_to_end_trials():
     root = Path(__file__).resolve().parents[1]
     doc = json.loads((root / "results" / "pacs_end_to_end_gpu.json").read_text())
     assert end_to_end_trials_table(doc) in (root / "README.md").read_text()
+
+
+def test_results_file_regime_matches_the_preset_and_another_regime_is_refused(tmp_path, capsys):
+    from benchmarks.pacs import main, regime_differences
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = base_config("../shared/data/pacs")
+    committed = json.loads((root / "results" / "pacs.json").read_text())["config"]
+    assert regime_differences(committed, cfg) == []  # the committed results are the preset's
+    assert regime_differences(None, cfg) == []
+    other = {**committed, "momentum": 0.5, "lr": 0.1}
+    assert regime_differences(other, cfg) == ["lr", "momentum"]
+    out = tmp_path / "res.json"
+    out.write_text(json.dumps({"config": other, "results": {"full": {}}}))
+    before = out.read_bytes()
+    assert main(["--root", "../shared/data/pacs", "--out", str(out), "--pairs", "photo-sketch"]) == 2
+    assert "another regime (differs in lr, momentum)" in capsys.readouterr().err
+    assert out.read_bytes() == before
