@@ -31,7 +31,7 @@ import torch
 from ucdir_core import companion as C
 from ucdir_core.ablation import ABLATIONS, ablation_config
 from ucdir_core.anchors import ANCHORS
-from ucdir_core.config import UCDIRConfig, get_preset
+from ucdir_core.config import UCDIRConfig, config_differences, get_preset
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 METHODS = (*ANCHORS, *ABLATIONS)
@@ -52,15 +52,8 @@ def base_config(root: str):
 
 def regime_differences(saved: dict | None, cfg: UCDIRConfig) -> list[str]:
     """Config keys in which a results file's regime (``saved``, its ``config``) differs from
-    ``cfg``; the data root is not compared, keys added since the file was written take their
-    defaults. Empty when there is no saved regime."""
-    if not saved:
-        return []
-    try:
-        old = UCDIRConfig.from_dict({**saved, "root": cfg.root})
-    except (TypeError, ValueError) as e:
-        return [f"unreadable config ({e})"]
-    return sorted(k for k in cfg.to_dict() if getattr(old, k) != getattr(cfg, k))
+    ``cfg``, the data root aside; empty when there is no saved regime."""
+    return config_differences(saved, cfg, ignore=("root",)) if saved else []
 
 
 def regime_text(cfg) -> str:

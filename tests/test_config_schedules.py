@@ -76,3 +76,16 @@ def test_cluster_terms_wait_for_warmup():
                                                                     cw_weight_start=1.0))
     assert sched.weights(4).self_entropy == sched.weights(4).cluster == 0.0
     assert sched.weights(5).self_entropy > 0
+
+
+def test_config_differences_fill_new_keys_with_defaults_and_name_what_differs():
+    from ucdir_core.config import config_differences
+
+    cfg = get_preset("pacs")
+    saved = cfg.to_dict()
+    del saved["backbone_lr_scale"]  # written before the key existed: its default
+    assert config_differences(saved, cfg) == []
+    assert config_differences({**saved, "lr": 1.0, "seed": 3}, cfg) == ["lr", "seed"]
+    assert config_differences({**saved, "root": "elsewhere"}, cfg, ignore=("root",)) == []
+    assert config_differences(None, cfg)[0].startswith("config (unreadable")
+    assert config_differences({**saved, "no_such_key": 1}, cfg)[0].startswith("config (unreadable")

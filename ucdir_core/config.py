@@ -156,6 +156,17 @@ class UCDIRConfig:
         return self.replace(**changes)
 
 
+def config_differences(saved: Any, cfg: UCDIRConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys, sorted, in which ``saved`` (a config as written to a file: a dict) differs from
+    ``cfg``; keys added since it was written take their defaults, keys in ``ignore`` are not
+    compared. ``["config (unreadable: ...)"]`` when ``saved`` is no readable config."""
+    try:
+        old = UCDIRConfig.from_dict({**saved, **{k: getattr(cfg, k) for k in ignore}})
+    except (TypeError, ValueError) as e:
+        return [f"config (unreadable: {e})"]
+    return sorted(k for k in cfg.to_dict() if getattr(old, k) != getattr(cfg, k))
+
+
 def override_key(item: str) -> str:
     """The config key a ``key=value`` override names (dashes read as underscores)."""
     return item.split("=", 1)[0].strip().replace("-", "_")

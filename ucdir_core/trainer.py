@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ucdir_core import distributed as D
 from ucdir_core import runs
 from ucdir_core.clustering import cluster_domain
-from ucdir_core.config import UCDIRConfig
+from ucdir_core.config import UCDIRConfig, config_differences
 from ucdir_core.device import select_device
 from ucdir_core.metrics import retrieval_report, selection_score
 from ucdir_core.model import UCDIR, Encoder, param_groups
@@ -223,13 +223,8 @@ class Trainer:
 
     def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         """Refuse a checkpoint written under another config or for other data, in one line."""
-        saved, current = runs.plain(state.get("config")), runs.plain(self.cfg.to_dict())
-        try:  # keys added since the checkpoint was written take their defaults, as config.json's do
-            same = UCDIRConfig.from_dict(saved) == self.cfg
-        except (TypeError, ValueError):
-            same = False
-        if not same:
-            keys = sorted(k for k in set(saved or {}) | set(current) if (saved or {}).get(k) != current.get(k))
+        keys = config_differences(runs.plain(state.get("config")), self.cfg)
+        if keys:
             raise runs.RunError(f"{path} was written under another config than {self.run.file(runs.CONFIG)} "
                                 f"(differs in {', '.join(keys[:6])}); refusing it")
         model = state.get("model", {})
