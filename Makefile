@@ -20,13 +20,13 @@ $(VENV)/.installed: pyproject.toml
 
 ## Run every notebook in order with papermill (DATA=digits or a dataset root such as ../shared/data/pacs).
 reproduce: install
-	$(BIN)/python -m ucdir_core.notebooks run --data $(DATA) $(if $(PARAMS),--parameters $(PARAMS),)
+	$(BIN)/python -m ucdir_core.companion.notebooks run --data $(DATA) $(if $(PARAMS),--parameters $(PARAMS),)
 
 ## The executed PACS reproduction, committed in reports/pacs/ (figures in figures/pacs/): the six notebooks on
 ## PACS with notebooks/params/pacs.yaml, from results/pacs.json and the benchmark's run folders in runs/pacs
 ## (read back, not retrained, when `make bench-pacs` made them).
 reports-pacs: install
-	$(BIN)/python -m ucdir_core.notebooks run --data ../shared/data/pacs --parameters notebooks/params/pacs.yaml
+	$(BIN)/python -m ucdir_core.companion.notebooks run --data ../shared/data/pacs --parameters notebooks/params/pacs.yaml
 
 ## JupyterLab on the notebooks, with this project's environment as the kernel (extra options: LAB_ARGS="--port 8890").
 lab: install
@@ -39,12 +39,12 @@ test-unit: install
 	$(BIN)/python -m pytest -q
 
 smoke: install
-	$(BIN)/python -m ucdir_core.notebooks run --data digits --smoke
-	@if [ -d ../shared/data/pacs ]; then $(BIN)/python -m ucdir_core.notebooks run --data ../shared/data/pacs --smoke; fi
+	$(BIN)/python -m ucdir_core.companion.notebooks run --data digits --smoke
+	@if [ -d ../shared/data/pacs ]; then $(BIN)/python -m ucdir_core.companion.notebooks run --data ../shared/data/pacs --smoke; fi
 
 ## Regenerate notebooks/*.ipynb from their jupytext sources notebooks/src/*.py.
 notebooks: install
-	$(BIN)/python -m ucdir_core.notebooks build
+	$(BIN)/python -m ucdir_core.companion.notebooks build
 
 bench-pacs: install
 	$(BIN)/python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from sklearn.cluster import KMeans
 
-    from ucdir_core.clustering import kmeans
+    from ucdir_core.method.clustering import kmeans
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(400, args.dim)).astype(np.float32)

@@ -4,9 +4,9 @@ the paper's end-to-end code path, on 2 CPU cores.
     python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
     python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
 
-Regime: the ``pacs`` preset (``ucdir_core/config.py``; README, "PACS benchmark"). Every method of
+Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; README, "PACS benchmark"). Every method of
 a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Rows
-``baseline``, ``centered`` and ``oracle`` are the anchors (:mod:`ucdir_core.anchors`), computed from
+``baseline``, ``centered`` and ``oracle`` are the anchors (:mod:`ucdir_core.evaluation.anchors`), computed from
 the same untrained features of the same evaluated images. ``alignment[split][method]["a-b"]``
 holds domain mixing and class agreement of every row. ``end_to_end`` is the paper's code path
 (:func:`end_to_end_config`). Results are written after every run, and a rerun skips finished
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from ucdir_core import companion as C
-from ucdir_core.ablation import ABLATIONS, ablation_config
-from ucdir_core.anchors import ANCHORS
-from ucdir_core.config import UCDIRConfig, config_differences, get_preset
+from ucdir_core.method.ablation import ABLATIONS, ablation_config
+from ucdir_core.evaluation.anchors import ANCHORS
+from ucdir_core.base.config import UCDIRConfig, config_differences, get_preset
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 METHODS = (*ANCHORS, *ABLATIONS)
@@ -110,8 +110,8 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
     at = lambda e: max(1, round(e * frac))  # noqa: E731
     return paper.replace(
         dataset="pacs", root=str(Path(root).resolve()), domains=tuple(pair), image_size=image_size,
-        resize_size=image_size, epochs=epochs, warmup_epochs=at(paper.warmup_epochs), cw_start=at(paper.cw_start),
-        cw_sat=at(paper.cw_sat), se_start=at(paper.se_start), dod_start=at(paper.dod_start), momentum=momentum,
+        resize_size=image_size, epochs=epochs, clustering_start=at(paper.clustering_start), cluster_contrastive_start=at(paper.cluster_contrastive_start),
+        cluster_contrastive_sat=at(paper.cluster_contrastive_sat), self_entropy_start=at(paper.self_entropy_start), distance_of_distance_start=at(paper.distance_of_distance_start), momentum=momentum,
         lr=lr, freeze_bn=freeze_bn, head_init=head_init, eval_ks=(1, 5, 15), eval_every=1, workers=0,
         kmeans_restarts=1)
 

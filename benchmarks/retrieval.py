@@ -3,7 +3,7 @@
     python -m benchmarks.retrieval [--sizes 4400 50000 200000] [--dim 128] [--classes 7]
 
 Prints time and peak memory (resident set growth, from a child process per measurement) of
-``ucdir_core.metrics.retrieval_metrics`` (P@k and mAP in one pass, and P@k alone) and of two
+``ucdir_core.evaluation.metrics.retrieval_metrics`` (P@k and mAP in one pass, and P@k alone) and of two
 naive implementations (full N x N similarity matrix and a full argsort): ``reference`` follows the
 reference's evaluation step for step (numpy argsort, a Python loop over queries for P@k),
 ``naive`` is the same idea vectorised in torch. They run only where their matrices fit in
@@ -77,8 +77,8 @@ def naive(a, la, b, lb, ks):
 
 
 def blocked(a, la, b, lb, ks, with_map=True):
-    """ucdir_core.metrics.retrieval_metrics: one pass, top-k for P@k, rank counting for mAP."""
-    from ucdir_core.metrics import retrieval_metrics
+    """ucdir_core.evaluation.metrics.retrieval_metrics: one pass, top-k for P@k, rank counting for mAP."""
+    from ucdir_core.evaluation.metrics import retrieval_metrics
 
     return retrieval_metrics(a, la, b, lb, ks, with_map=with_map)
 

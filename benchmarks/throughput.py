@@ -18,41 +18,45 @@ from pathlib import Path
 import torch
 
 from ucdir_core import get_preset
-from ucdir_core.objective import ucdir_objective
-from ucdir_core.pair import DomainPair
-from ucdir_core.pipeline import build_trainer
-from ucdir_core.schedules import LossWeights
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.method.ablation import ablation_config
+from ucdir_core.training.build import build_trainer
 
 
-def time_steps(trainer, batches, clustering, weights) -> float:
-    model, dev = trainer.model, trainer.device
-    model.train()
+def all_losses_from_epoch_0(cfg):
+    """``cfg`` with every UCDIR loss on at epoch 0 (weights of 0 replaced by 1)."""
+    return cfg.replace(clustering_start=0, cluster_contrastive_weight_start=cfg.cluster_contrastive_weight_sat or 1.0,
+                       self_entropy_start=0, self_entropy_weight=cfg.self_entropy_weight or 1.0,
+                       distance_of_distance_start=0, distance_of_distance_weight=cfg.distance_of_distance_weight or 1.0)
+
+
+def time_steps(trainer, batches) -> float:
+    """Seconds for ``Trainer.step`` over ``batches`` (the training loop's own step)."""
+    trainer.model.train()
     start = time.perf_counter()
     for qa, ka, ia, qb, kb, ib in batches:
-        x_q, x_k = DomainPair(qa, qb).map(lambda t: t.to(dev)), DomainPair(ka, kb).map(lambda t: t.to(dev))
-        ids = DomainPair(ia, ib).map(lambda t: t.to(dev))
-        model.momentum_update(trainer.cfg.momentum)
-        q, k = model(x_q, x_k)
-        model.write_bank(ids, k)
-        loss, _ = ucdir_objective(q, k, model.banks, ids, clustering, weights, trainer.params)
-        trainer.optimizer.zero_grad()
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.step(DomainPair(qa, qb), DomainPair(ka, kb), DomainPair(ia, ib))
     return time.perf_counter() - start
 
 
+def ready_trainer(cfg, run_dir):
+    """A trainer at the start of epoch 0: banks filled, the method's per-epoch state computed."""
+    trainer, _ = build_trainer(cfg, run_dir, progress=False, log=lambda s: None)
+    trainer.model.fill_banks(trainer.embedder.train_embeddings())
+    trainer.method.begin_epoch(trainer.epoch_context(0))
+    return trainer
+
+
 def measure(name, cfg, steps):
+    full_cfg = all_losses_from_epoch_0(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, _ = build_trainer(cfg, tmp, progress=False, log=lambda s: None)
-        trainer.model.fill_banks(trainer.train_embeddings())
-        clustering = trainer.cluster()
-        loader = iter(trainer._loader(0))
+        full = ready_trainer(full_cfg, Path(tmp) / "full")
+        inst = ready_trainer(ablation_config(full_cfg, "instance"), Path(tmp) / "instance")
+        loader = iter(full.loader(0))
         batches = [next(loader) for _ in range(steps)]
-        full = LossWeights(1.0, 1.0, cfg.se_weight or 1.0, cfg.dod_weight or 1.0, True)
-        inst = LossWeights(1.0, 0.0, 0.0, 0.0, False)
-        time_steps(trainer, batches[:2], clustering, full)  # warm-up
-        t_full = time_steps(trainer, batches, clustering, full)
-        t_inst = time_steps(trainer, batches, clustering, inst)
+        time_steps(full, batches[:2])  # warm-up
+        t_full = time_steps(full, batches)
+        t_inst = time_steps(inst, batches)
     n_img = steps * cfg.batch_size * 2
     print(f"| {name} | {cfg.backbone} | {cfg.image_size} | {n_img / t_full:.0f} | {n_img / t_inst:.0f} | "
           f"{100 * (t_full - t_inst) / t_full:.1f}% |", flush=True)

@@ -27,6 +27,6 @@ def tiny_root(tmp_path):
 
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory):
-    from ucdir_core.digits import build_digits
+    from ucdir_core.data.digits import build_digits
 
     return build_digits(tmp_path_factory.mktemp("digits"), seed=0, per_class=12)

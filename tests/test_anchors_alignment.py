@@ -1,13 +1,13 @@
-"""Anchor rows (baseline, centered, oracle), alignment diagnostics, and the two input regimes."""
+"""Anchor rows (baseline, centered, oracle), alignment diagnostics, and the two input pipelines."""
 
 import numpy as np
 import pytest
 import torch
 
-from ucdir_core.alignment import alignment_diagnostics, prototype_spread
-from ucdir_core.anchors import anchor_embeddings, centered, oracle
-from ucdir_core.metrics import retrieval_metrics
-from ucdir_core.pair import DomainPair
+from ucdir_core.evaluation.alignment import alignment_diagnostics, prototype_spread
+from ucdir_core.evaluation.anchors import anchor_embeddings, centered, oracle
+from ucdir_core.evaluation.metrics import retrieval_metrics
+from ucdir_core.base.pair import DomainPair
 
 
 def _two_domains(seed=0, n=40, d=16, shift=5.0, across_classes=False):
@@ -75,15 +75,15 @@ def test_alignment_diagnostics_names_every_combination_and_sees_the_gap():
     assert diag_mixed["prototype_spread"]["p->s"]["prototypes_5pct"] == 2
 
 
-def test_both_regimes_provide_the_same_parts(digits_root, tmp_path, monkeypatch):
+def test_both_input_pipelines_provide_the_same_parts(digits_root, tmp_path, monkeypatch):
     monkeypatch.setenv("UCDIR_DATA", str(tmp_path))  # the view cache
-    from ucdir_core.config import get_preset
-    from ucdir_core.pipeline import load_split_images
-    from ucdir_core.regimes import CachedTrunk, DecodedImages, build_inputs, input_regime
+    from ucdir_core.base.config import get_preset
+    from ucdir_core.data.splits import load_split_images
+    from ucdir_core.data.inputs import CachedTrunk, DecodedImages, build_inputs, input_pipeline
 
     cfg = get_preset("digits_scratch").replace(root=str(digits_root), max_images_per_domain=20, device="cpu")
     cached = cfg.replace(backbone="tv:resnet18", trunk_blocks=3, cached_views=2, image_size=32, resize_size=32)
-    assert isinstance(input_regime(cfg), DecodedImages) and isinstance(input_regime(cached), CachedTrunk)
+    assert isinstance(input_pipeline(cfg), DecodedImages) and isinstance(input_pipeline(cached), CachedTrunk)
     from PIL import Image
 
     img = Image.new("RGB", (32, 32), (128, 30, 200))
@@ -98,7 +98,7 @@ def test_both_regimes_provide_the_same_parts(digits_root, tmp_path, monkeypatch)
 
 
 def test_partition_agreement_is_one_for_a_relabelled_partition_and_low_for_a_crossing_one():
-    from ucdir_core.alignment import partition_agreement
+    from ucdir_core.evaluation.alignment import partition_agreement
 
     x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=float)
     same = partition_agreement(x, np.eye(2), np.eye(2)[::-1])  # the same split, labels swapped

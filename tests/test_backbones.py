@@ -4,14 +4,14 @@ import pytest
 import torch
 import torchvision
 
-from ucdir_core.backbones import CheckpointMismatch, build_backbone, efficientnet_lite0, resnet50_moco
+from ucdir_core.method.backbones import CheckpointMismatch, build_backbone, efficientnet_lite0, resnet50_moco
 
 
 def test_lite0_weights_classify_the_daisy():
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    from ucdir_core.images import eval_transform
+    from ucdir_core.data.images import eval_transform
 
     bb = efficientnet_lite0(keep_classifier=True)
     bb.module.eval()

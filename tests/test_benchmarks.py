@@ -81,16 +81,16 @@ def test_means_table_shows_the_share_of_the_gap_each_row_closes():
 
 def test_end_to_end_config_keeps_the_paper_path_and_its_phase_proportions():
     from benchmarks.pacs import end_to_end_config
-    from ucdir_core.config import get_preset
+    from ucdir_core.base.config import get_preset
 
     paper = get_preset("domainnet")
     cfg = end_to_end_config("../shared/data/pacs", ("photo", "sketch"), epochs=10, image_size=64)
     assert cfg.trunk_blocks is None and cfg.head_init == "random" and cfg.mlp and cfg.lr == paper.lr
     assert cfg.freeze_bn and not end_to_end_config("x", freeze_bn=False).freeze_bn
     assert end_to_end_config("x", head_init="pca").head_init == "pca"
-    assert (cfg.se_weight, cfg.dod_weight, cfg.cw_weight_sat, cfg.se_temperature, cfg.num_clusters) == (
-        paper.se_weight, paper.dod_weight, paper.cw_weight_sat, paper.se_temperature, paper.num_clusters)
-    assert (cfg.warmup_epochs, cfg.cw_start, cfg.cw_sat, cfg.se_start, cfg.dod_start) == (1, 1, 5, 5, 5)
+    assert (cfg.self_entropy_weight, cfg.distance_of_distance_weight, cfg.cluster_contrastive_weight_sat, cfg.self_entropy_temperature, cfg.num_clusters) == (
+        paper.self_entropy_weight, paper.distance_of_distance_weight, paper.cluster_contrastive_weight_sat, paper.self_entropy_temperature, paper.num_clusters)
+    assert (cfg.clustering_start, cfg.cluster_contrastive_start, cfg.cluster_contrastive_sat, cfg.self_entropy_start, cfg.distance_of_distance_start) == (1, 1, 5, 5, 5)
     assert cfg.image_size == 64 and cfg.epochs == 10
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from ucdir_core import get_preset
-from ucdir_core.cache import CachedTwoViews, split_backbone
-from ucdir_core.model import Encoder, init_head_pca
-from ucdir_core.pipeline import build_trainer, train
+from ucdir_core.data.cache import CachedTwoViews, split_backbone
+from ucdir_core.method.model import Encoder, init_head_pca
+from ucdir_core.training.build import build_trainer, train
 
 
 def test_split_backbone_composes_to_the_whole():
@@ -48,17 +48,17 @@ def test_pca_head_init_reproduces_pca_projection():
         init_head_pca(Encoder(torch.nn.Identity(), 32, dim=8), feats - 1.0)  # negative features
 
 
-def test_cached_regime_trains_and_resumes(digits_root, tmp_path, monkeypatch):
+def test_cached_trunk_pipeline_trains_and_resumes(digits_root, tmp_path, monkeypatch):
     monkeypatch.setenv("UCDIR_DATA", str(tmp_path / "home"))
     cfg = get_preset("digits").replace(
         root=str(digits_root), backbone="tv:resnet18", trunk_blocks=3, cached_views=3, head_init="pca",
-        max_images_per_domain=80, image_size=32, resize_size=32, batch_size=16, epochs=2, warmup_epochs=1,
-        num_clusters=(4,), kmeans_restarts=1, workers=0, device="cpu", eval_ks=(1,), cw_start=0,
-        cw_weight_start=0.5)
+        max_images_per_domain=80, image_size=32, resize_size=32, batch_size=16, epochs=2, clustering_start=1,
+        num_clusters=(4,), kmeans_restarts=1, workers=0, device="cpu", eval_ks=(1,), cluster_contrastive_start=0,
+        cluster_contrastive_weight_start=0.5)
     history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
-    assert len(history) == 2 and history[1]["loss_cluster"] != 0
+    assert len(history) == 2 and history[1]["loss_cluster_contrastive"] != 0
     assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 4  # views + eval, per domain
-    from ucdir_core.evaluation import evaluate_run
+    from ucdir_core.inference.loading import evaluate_run
 
     again = evaluate_run(tmp_path / "run")["eval"]  # no PCA init here: the checkpoint holds the head
     for direction, metrics in history[-1]["eval"].items():

@@ -4,19 +4,19 @@ import math
 
 import pytest
 
-from ucdir_core.config import PRESETS, UCDIRConfig, get_preset
-from ucdir_core.schedules import CosineLR, LinearRamp, StepOn, UCDIRSchedule
+from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset
+from ucdir_core.method.schedules import CosineLR, LinearRamp, StepOn, UCDIRSchedule
 
-COMMON = dict(warmup_epochs=20, temperature=0.2, threshold=0.2, momentum=0.999, lr=2e-4, batch_size=64,
-              epochs=200, mlp=True, feature_dim=128, cw_start=20, cw_sat=100, cw_weight_start=0.0,
-              sgd_momentum=0.9, weight_decay=1e-4, dod_temperature=0.01)
+COMMON = dict(clustering_start=20, temperature=0.2, threshold=0.2, momentum=0.999, lr=2e-4, batch_size=64,
+              epochs=200, mlp=True, feature_dim=128, cluster_contrastive_start=20, cluster_contrastive_sat=100, cluster_contrastive_weight_start=0.0,
+              sgd_momentum=0.9, weight_decay=1e-4, distance_of_distance_temperature=0.01)
 
 
 @pytest.mark.parametrize("name,values", [
-    ("office_home", dict(num_clusters=(65,), cw_weight_sat=0.5, se_temperature=0.01, se_weight=1.0, se_start=100,
-                         dod_weight=0.5, dod_start=100, eval_ks=(1, 5, 15))),
-    ("domainnet", dict(num_clusters=(7,), cw_weight_sat=1.0, se_temperature=0.1, se_weight=0.5, se_start=100,
-                       dod_weight=0.1, dod_start=100, eval_ks=(50, 100, 200))),
+    ("office_home", dict(num_clusters=(65,), cluster_contrastive_weight_sat=0.5, self_entropy_temperature=0.01, self_entropy_weight=1.0, self_entropy_start=100,
+                         distance_of_distance_weight=0.5, distance_of_distance_start=100, eval_ks=(1, 5, 15))),
+    ("domainnet", dict(num_clusters=(7,), cluster_contrastive_weight_sat=1.0, self_entropy_temperature=0.1, self_entropy_weight=0.5, self_entropy_start=100,
+                       distance_of_distance_weight=0.1, distance_of_distance_start=100, eval_ks=(50, 100, 200))),
 ])
 def test_paper_presets_pinned(name, values):
     cfg = get_preset(name)
@@ -66,20 +66,20 @@ def test_step_on_and_full_schedule():
     sched = UCDIRSchedule.from_config(get_preset("office_home"))
     w19, w20, w60, w100 = (sched.weights(e) for e in (19, 20, 60, 100))
     assert not w19.clustering and w20.clustering
-    assert w20.cluster == 0.0 and w60.cluster == pytest.approx(0.25)
+    assert w20.cluster_contrastive == 0.0 and w60.cluster_contrastive == pytest.approx(0.25)
     assert w60.self_entropy == 0.0 and w100.self_entropy == 1.0 and w100.distance_of_distance == 0.5
-    assert sched.switch_on_epochs(200) == {"cluster": 21, "self_entropy": 100, "distance_of_distance": 100}
+    assert sched.switch_on_epochs(200) == {"cluster_contrastive": 21, "self_entropy": 100, "distance_of_distance": 100}
 
 
 def test_cluster_terms_wait_for_warmup():
-    sched = UCDIRSchedule.from_config(get_preset("digits").replace(warmup_epochs=5, se_start=0, dod_start=0, cw_start=0,
-                                                                    cw_weight_start=1.0))
-    assert sched.weights(4).self_entropy == sched.weights(4).cluster == 0.0
+    sched = UCDIRSchedule.from_config(get_preset("digits").replace(clustering_start=5, self_entropy_start=0, distance_of_distance_start=0, cluster_contrastive_start=0,
+                                                                    cluster_contrastive_weight_start=1.0))
+    assert sched.weights(4).self_entropy == sched.weights(4).cluster_contrastive == 0.0
     assert sched.weights(5).self_entropy > 0
 
 
 def test_config_differences_fill_new_keys_with_defaults_and_name_what_differs():
-    from ucdir_core.config import config_differences
+    from ucdir_core.base.config import config_differences
 
     cfg = get_preset("pacs")
     saved = cfg.to_dict()

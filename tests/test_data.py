@@ -5,9 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ucdir_core.data import DataError, PairedViews, TwoViews, epoch_pairs, heldout_split, load_domains
-from ucdir_core.images import load_image, to_rgb
-from ucdir_core.pair import DomainPair
+from ucdir_core.base.errors import DataError
+
+from ucdir_core.data.views import PairedViews, TwoViews, epoch_pairs
+
+from ucdir_core.data.splits import heldout_split
+
+from ucdir_core.data.folders import load_domains
+from ucdir_core.data.images import load_image, to_rgb
+from ucdir_core.base.pair import DomainPair
 from conftest import write_folder
 
 

@@ -3,7 +3,7 @@
 import hashlib
 
 from ucdir_core.cli import main
-from ucdir_core.data import load_domains
+from ucdir_core.data.folders import load_domains
 
 
 def tree_digest(root):

@@ -21,7 +21,7 @@ def free_port() -> int:
 def tiny(root):
     return get_preset("digits_scratch").replace(
         root=str(root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=2,
-        warmup_epochs=1, cw_start=0, cw_weight_start=0.5, se_start=1, dod_start=1, num_clusters=(5,),
+        clustering_start=1, cluster_contrastive_start=0, cluster_contrastive_weight_start=0.5, self_entropy_start=1, distance_of_distance_start=1, num_clusters=(5,),
         kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
 
 
@@ -31,19 +31,19 @@ def worker(rank, world, port, root, out, mode="fit"):
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from ucdir_core.distributed import init_from_env
-    from ucdir_core.pipeline import build_trainer
-    from ucdir_core.trainer import Trainer
+    from ucdir_core.base.distributed import init_from_env
+    from ucdir_core.training.build import build_trainer
+    from ucdir_core.training.trainer import Trainer
 
     init_from_env()
     trainer, _ = build_trainer(tiny(root), os.path.join(out, "run"), progress=False, log=lambda s: None)
     trained, original = [], Trainer.train_epoch
 
-    def counted(self, epoch, clustering):
+    def counted(self, epoch):
         if mode == "kill" and epoch == 1:
             raise KeyboardInterrupt  # the processes die at the start of the second epoch
         trained.append(epoch)
-        return original(self, epoch, clustering)
+        return original(self, epoch)
 
     Trainer.train_epoch = counted
     try:
@@ -73,7 +73,7 @@ def test_two_processes_keep_banks_identical(digits_root, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()[1:]]
     assert [r["epoch"] for r in history] == [0, 1]  # written once, by rank 0
 
-    from ucdir_core.pipeline import train
+    from ucdir_core.training.build import train
 
     single = train(tiny(digits_root), tmp_path / "single", progress=False, log=lambda s: None)[-1]["eval"]
     for direction, metrics in single.items():

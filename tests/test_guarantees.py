@@ -56,10 +56,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ucdir_core import datasets, get_preset, runs
+from ucdir_core import get_preset
+from ucdir_core.data import datasets
+from ucdir_core.training import runs
 from ucdir_core.cli import main
-from ucdir_core.data import DataError
-from ucdir_core.pipeline import train
+from ucdir_core.base.errors import DataError
+from ucdir_core.training.build import train
 from conftest import write_folder
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -119,8 +121,8 @@ def small_root(tmp_path_factory):
 
 def small_config(root):
     return get_preset("digits_scratch").replace(
-        root=str(root), domains=("a", "b"), image_size=16, resize_size=16, batch_size=8, epochs=2, warmup_epochs=1,
-        cw_start=0, cw_sat=1, cw_weight_start=0.5, se_start=1, dod_start=1, num_clusters=(3,), kmeans_restarts=1,
+        root=str(root), domains=("a", "b"), image_size=16, resize_size=16, batch_size=8, epochs=2, clustering_start=1,
+        cluster_contrastive_start=0, cluster_contrastive_sat=1, cluster_contrastive_weight_start=0.5, self_entropy_start=1, distance_of_distance_start=1, num_clusters=(3,), kmeans_restarts=1,
         workers=0, eval_ks=(1,), device="cpu", eval_batch_size=64)
 
 
@@ -147,8 +149,8 @@ def run_copy(trained, tmp_path):
 def train_args(cfg, run_dir, *extra):
     args = ["train", "--preset", "digits_scratch", "--root", cfg.root, "--domains", "a", "b", "--run-dir",
             str(run_dir), "--quiet", "--device", "cpu", "--epochs", str(cfg.epochs)]
-    for key in ("image_size", "resize_size", "batch_size", "warmup_epochs", "cw_start", "cw_sat", "cw_weight_start",
-                "se_start", "dod_start", "num_clusters", "kmeans_restarts", "workers", "eval_ks", "eval_batch_size"):
+    for key in ("image_size", "resize_size", "batch_size", "clustering_start", "cluster_contrastive_start", "cluster_contrastive_sat", "cluster_contrastive_weight_start",
+                "self_entropy_start", "distance_of_distance_start", "num_clusters", "kmeans_restarts", "workers", "eval_ks", "eval_batch_size"):
         value = getattr(cfg, key)
         args += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"]
     return args + list(extra)
@@ -188,7 +190,7 @@ def moco_net():
 
 
 def test_crafted_moco_checkpoint_runs_nothing(moco_net, tmp_path):
-    from ucdir_core.backbones import resnet50_moco
+    from ucdir_core.method.backbones import resnet50_moco
 
     marker = tmp_path / "ran"
     state = {f"module.encoder_q.{k}": v for k, v in list(moco_net.state_dict().items())[:3]}
@@ -200,7 +202,7 @@ def test_crafted_moco_checkpoint_runs_nothing(moco_net, tmp_path):
 
 
 def test_moco_release_format_still_loads(moco_net, tmp_path):
-    from ucdir_core.backbones import resnet50_moco
+    from ucdir_core.method.backbones import resnet50_moco
 
     state = {f"module.encoder_q.{k}": v for k, v in moco_net.state_dict().items() if not k.startswith("fc.")}
     state["module.encoder_q.fc.0.weight"] = torch.zeros(8, 8)  # MoCo v2's MLP head, dropped
@@ -366,9 +368,7 @@ def test_train_refuses_a_folder_holding_a_run_unless_overwrite(cfg, run_copy, ca
     line = one_error_line(capsys, main(train_args(cfg, run_copy)))
     assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
     after = snapshot(run_copy)
-    assert after.pop(runs.LOCK)[0] == f"{os.getpid()}\n".encode()  # only the lock file names the last writer
-    before.pop(runs.LOCK)
-    assert after == before
+    assert runs.LOCK not in after and after == before  # the lock is gone with the writer that took it
     (run_copy / "split.json").write_text("{}")  # the old run's files go, whatever they hold
     assert main(train_args(cfg.replace(epochs=1), run_copy, "--overwrite")) == 0
     assert [r["epoch"] for r in runs.RunFolder(run_copy).history()] == [0]
@@ -541,7 +541,7 @@ def test_bad_query_images_are_one_line(trained, tmp_path, capsys):
 
 
 def test_decompression_bomb_in_a_dataset_is_listed_and_skipped(small_root, tmp_path, capsys):
-    from ucdir_core.pipeline import load_split_images
+    from ucdir_core.data.splits import load_split_images
 
     root = tmp_path / "root"
     shutil.copytree(small_root, root)
@@ -554,7 +554,7 @@ def test_decompression_bomb_in_a_dataset_is_listed_and_skipped(small_root, tmp_p
 
 
 def test_unreadable_paths_are_one_line(trained, tmp_path, capsys, monkeypatch):
-    import ucdir_core.evaluation as E
+    import ucdir_core.cli as E
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
@@ -574,9 +574,9 @@ def test_unreadable_paths_are_one_line(trained, tmp_path, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- 6. caches and checks
 def test_view_cache_follows_file_content(small_root, tmp_path, monkeypatch):
-    from ucdir_core.cache import file_fingerprints
-    from ucdir_core.pipeline import load_split_images
-    from ucdir_core.regimes import build_inputs
+    from ucdir_core.data.cache import file_fingerprints
+    from ucdir_core.data.splits import load_split_images
+    from ucdir_core.data.inputs import build_inputs
 
     monkeypatch.setenv("UCDIR_DATA", str(tmp_path / "home"))
     root = tmp_path / "root"

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ucdir_core.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
-from ucdir_core.pair import DomainPair
+from ucdir_core.method.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
+from ucdir_core.base.pair import DomainPair
 
 
 def unit(*shape, seed=0):
@@ -167,7 +167,7 @@ def test_bad_ids_are_refused(batch):
 
 
 def _objective_inputs(shift):
-    from ucdir_core.objective import Clustering
+    from ucdir_core.method.clustering import Clustering
 
     def dom(seed):
         q = unit(6, 8, seed=seed).requires_grad_(True)
@@ -188,21 +188,22 @@ def _objective_inputs(shift):
 
 
 def test_centred_assignments_remove_each_domains_bank_mean():
-    from ucdir_core.objective import centred_assignment_inputs
+    from ucdir_core.method.ucdir import centred_assignment_inputs
 
     q, _, banks, _, clustering = _objective_inputs(shift=3.0)
-    cq, cp = centred_assignment_inputs(q, banks, clustering)
+    cq, cp = centred_assignment_inputs(q, banks, clustering.map(lambda c: c.prototypes[0]))
     mean_b = banks.b.mean(0)
     torch.testing.assert_close(cq.b, F.normalize(q.b - mean_b, dim=1))
     torch.testing.assert_close(cp.b, F.normalize(clustering.b.prototypes[0] - mean_b, dim=1))
 
 
 def test_centring_makes_dod_and_self_entropy_blind_to_a_domain_offset():
-    from ucdir_core.objective import LossParams, ucdir_objective
-    from ucdir_core.schedules import LossWeights
+    from ucdir_core.method.ucdir import LossParams, ucdir_objective
+    from ucdir_core.method.schedules import LossWeights
 
-    w = LossWeights(instance=0.0, cluster=0.0, self_entropy=1.0, distance_of_distance=1.0, clustering=True)
-    centred = LossParams(dod_center=True, se_center=True)
+    w = LossWeights(instance_contrastive=0.0, cluster_contrastive=0.0, self_entropy=1.0, distance_of_distance=1.0,
+                    clustering=True)
+    centred = LossParams(distance_of_distance_center=True, self_entropy_center=True)
     plain = LossParams()
     small, big = _objective_inputs(0.5), _objective_inputs(5.0)
     t_small = ucdir_objective(*small, w, centred)[1]

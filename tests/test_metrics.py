@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ucdir_core.metrics import (mean_average_precision, precision_at_k, retrieval_metrics, retrieval_report,
-                                selection_score)
+from ucdir_core.evaluation.metrics import mean_average_precision, precision_at_k, retrieval_metrics, retrieval_report, selection_score
 
 
 def angle(deg):

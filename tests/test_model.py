@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from ucdir_core.backbones import SmallCNN
-from ucdir_core.model import UCDIR, Encoder
-from ucdir_core.objective import Clustering, LossParams, ucdir_objective
-from ucdir_core.pair import DomainPair
-from ucdir_core.schedules import LossWeights
+from ucdir_core.method.backbones import SmallCNN
+from ucdir_core.method.model import MomentumEncoders, Encoder
+from ucdir_core.method.clustering import Clustering
+from ucdir_core.method.ucdir import LossParams, ucdir_objective
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.method.schedules import LossWeights
 
 
 def make_model(n_a=10, n_b=12):
     torch.manual_seed(0)
-    return UCDIR(Encoder(SmallCNN(), SmallCNN.dim, 16), DomainPair(n_a, n_b), dim=16)
+    return MomentumEncoders(Encoder(SmallCNN(), SmallCNN.dim, 16), DomainPair(n_a, n_b), dim=16)
 
 
 def images(n, seed):
@@ -58,7 +59,7 @@ def test_training_step_leaves_key_encoder_and_bank_without_grad():
     assert all(p.grad is None for p in model.encoder_k.parameters())
     assert not model.bank_a.requires_grad and model.bank_a.grad is None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder_q.parameters())
-    assert set(terms) == {"instance", "cluster", "self_entropy", "distance_of_distance"}
+    assert set(terms) == {"instance_contrastive", "cluster_contrastive", "self_entropy", "distance_of_distance"}
 
 
 def test_key_guard_unshuffles_and_splits_batchnorm():

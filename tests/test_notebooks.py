@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ucdir_core.notebooks import build_notebook
+from ucdir_core.companion.notebooks import build_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("0*.py"))
@@ -41,7 +41,7 @@ def test_papermill_reads_every_parameter(src, caplog):
 
 
 def test_unknown_notebook_parameter_is_refused(tmp_path):
-    from ucdir_core.notebooks import run
+    from ucdir_core.companion.notebooks import run
 
     params = tmp_path / "p.yaml"
     params.write_text("results_fil: results/pacs.json\n")  # misspelt
@@ -54,16 +54,16 @@ def test_unknown_notebook_parameter_is_refused(tmp_path):
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_every_figure_is_shown_where_it_is_made(src):
-    """A cell that makes a figure displays it (and saves it) through ``reports.show_figure``; none
+    """A cell that makes a figure displays it (and saves it) through ``companion.show_figure``; none
     only saves it to a file."""
-    from ucdir_core.reports import FIGURE_CALLS
+    from ucdir_core.companion.report_checks import FIGURE_CALLS
 
     for cell in build_notebook(src).cells:
         if cell.cell_type != "code":
             continue
-        assert "save_figure(" not in cell.source, "use R.show_figure: it saves and displays"
+        assert "save_figure(" not in cell.source, "use C.show_figure: it saves and displays"
         if any(call in cell.source for call in FIGURE_CALLS):
-            assert "R.show_figure(" in cell.source, f"a figure made here is not shown:\n{cell.source}"
+            assert "C.show_figure(" in cell.source, f"a figure made here is not shown:\n{cell.source}"
 
 
 def test_relative_data_root_is_read_from_the_project_root(monkeypatch):

@@ -8,9 +8,10 @@ from functools import partial
 
 import pytest
 
-from ucdir_core import datasets
+from ucdir_core.data import datasets
 from ucdir_core.cli import main
-from ucdir_core.data import DataError, load_domains
+from ucdir_core.base.errors import DataError
+from ucdir_core.data.folders import load_domains
 from conftest import write_folder
 
 

@@ -10,9 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from ucdir_core import reports as R
-from ucdir_core.metrics import retrieval_metrics
-from ucdir_core.notebooks import build_notebook
+from ucdir_core import companion as R
+from ucdir_core.companion import display as Disp
+from ucdir_core.companion import report_checks as RC
+from ucdir_core.evaluation.metrics import retrieval_metrics
+from ucdir_core.companion.notebooks import build_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("0*.py"))
@@ -59,7 +61,7 @@ def test_no_machine_paths_in_outputs(path):
 
 
 def test_config_text_shows_the_root_relative(tmp_path):
-    from ucdir_core.config import get_preset
+    from ucdir_core.base.config import get_preset
 
     cfg = get_preset("pacs").replace(root=str((ROOT.parent / "shared" / "data" / "pacs").resolve()))
     assert json.loads(R.config_text(cfg))["root"] == "../shared/data/pacs"
@@ -68,7 +70,7 @@ def test_config_text_shows_the_root_relative(tmp_path):
 def test_relative_papermill_paths():
     nb = {"metadata": {"papermill": {"input_path": str(ROOT / "notebooks" / "00_data.ipynb"),
                                      "output_path": str(ROOT / "reports" / "pacs" / "00_data.ipynb")}}}
-    R.relative_papermill_paths(nb, ROOT)
+    RC.relative_papermill_paths(nb, ROOT)
     assert nb["metadata"]["papermill"] == {"input_path": "notebooks/00_data.ipynb",
                                            "output_path": "reports/pacs/00_data.ipynb"}
 
@@ -81,7 +83,7 @@ def test_show_figure_saves_with_caption_displays_one_png_and_closes(tmp_path, mo
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     shown = []
-    monkeypatch.setattr(R, "in_ipython", lambda: True)
+    monkeypatch.setattr(Disp, "in_ipython", lambda: True)
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     assert R.show_figure(fig, "x", tmp_path, caption="A line.", pdf=True) is None
     assert (tmp_path / "x.png").exists() and (tmp_path / "x.pdf").exists()
@@ -116,15 +118,15 @@ def _executed(src: Path):
 
 def test_report_drift_ignores_injected_parameters_and_outputs():
     report, source = _executed(SOURCES[1])
-    assert R.report_drift(report, source) == []
+    assert RC.report_drift(report, source) == []
     edited = copy.deepcopy(report)
     code = [c for c in edited.cells if c.cell_type == "code"]
     code[-1].source += "\nassert True"
-    drift = R.report_drift(edited, source)
-    assert len(drift) == 1 and drift[0].startswith(f"code cell {len(R.code_cells(source)) - 1}:")
+    drift = RC.report_drift(edited, source)
+    assert len(drift) == 1 and drift[0].startswith(f"code cell {len(RC.code_cells(source)) - 1}:")
     shorter = copy.deepcopy(report)
     shorter.cells = [c for c in shorter.cells if c.cell_type != "code" or "assert" not in c.source]
-    assert any("code cells" in p for p in R.report_drift(shorter, source))
+    assert any("code cells" in p for p in RC.report_drift(shorter, source))
 
 
 COMMITTED_REPORTS = sorted((ROOT / "reports" / "pacs").glob("0*.ipynb"))
@@ -135,7 +137,7 @@ COMMITTED_REPORTS = sorted((ROOT / "reports" / "pacs").glob("0*.ipynb"))
 def test_committed_report_has_the_code_of_its_source(report):
     source = ROOT / "notebooks" / report.name
     assert source.exists(), f"{report.name} has no source notebook"
-    problems = R.report_drift(json.loads(report.read_text()), json.loads(source.read_text()))
+    problems = RC.report_drift(json.loads(report.read_text()), json.loads(source.read_text()))
     assert not problems, f"{report.relative_to(ROOT)}: " + "; ".join(problems) + " (rerun `make reports-pacs`)"
 
 
@@ -156,10 +158,10 @@ def test_output_problems_finds_warnings_errors_and_hidden_figures():
     err_cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero",
                                                traceback=[])]
     nb.cells = [fig_cell, warn_cell, err_cell]
-    problems = R.output_problems(nb)
+    problems = RC.output_problems(nb)
     assert len(problems) == 3 and "shows no image" in problems[0] and "stderr" in problems[1]
     fig_cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
-    assert len(R.output_problems(nb)) == 2
+    assert len(RC.output_problems(nb)) == 2
 
 
 EXECUTED = sorted((ROOT / "reports").glob("*/0*.ipynb"))
@@ -168,7 +170,7 @@ EXECUTED = sorted((ROOT / "reports").glob("*/0*.ipynb"))
 @pytest.mark.skipif(not EXECUTED, reason="no executed notebooks in reports/ (make smoke or make reports-pacs)")
 @pytest.mark.parametrize("report", EXECUTED, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_executed_notebook_shows_its_figures_and_no_warnings(report):
-    problems = R.output_problems(json.loads(report.read_text()))
+    problems = RC.output_problems(json.loads(report.read_text()))
     assert not problems, "; ".join(problems)
 
 
@@ -176,7 +178,7 @@ def test_executed_notebook_shows_its_figures_and_no_warnings(report):
 def test_papermill_run_has_no_kernel_noise_and_relative_paths(tmp_path, capfd):
     import nbformat
 
-    from ucdir_core.notebooks import execute
+    from ucdir_core.companion.notebooks import execute
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -234,9 +236,9 @@ def test_quantile_queries_picks_by_rank_ties_by_seed():
 
 
 def test_ablation_histories_reads_existing_runs(tmp_path):
-    from ucdir_core import runs
+    from ucdir_core.training import runs
     from ucdir_core.companion import run_name
-    from ucdir_core.config import get_preset
+    from ucdir_core.base.config import get_preset
 
     cfg = get_preset("digits")
     folder = runs.RunFolder(tmp_path / run_name(cfg, "full"))

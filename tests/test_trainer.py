@@ -8,15 +8,15 @@ import torch
 
 from ucdir_core import get_preset
 from ucdir_core.cli import main
-from ucdir_core.pipeline import build_trainer, train
-from ucdir_core.trainer import Trainer
+from ucdir_core.training.build import build_trainer, train
+from ucdir_core.training.trainer import Trainer
 
 
 @pytest.fixture
 def tiny_cfg(digits_root):
     return get_preset("digits_scratch").replace(
         root=str(digits_root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=3,
-        warmup_epochs=1, cw_start=0, cw_sat=2, cw_weight_start=0.5, cw_weight_sat=1.0, se_start=1, dod_start=2,
+        clustering_start=1, cluster_contrastive_start=0, cluster_contrastive_sat=2, cluster_contrastive_weight_start=0.5, cluster_contrastive_weight_sat=1.0, self_entropy_start=1, distance_of_distance_start=2,
         num_clusters=(5,), kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
 
 
@@ -28,8 +28,8 @@ def test_fit_writes_run_folder_and_history(tiny_cfg, tmp_path):
     history = train(tiny_cfg.replace(epochs=2), tmp_path / "run", progress=False, log=lambda s: None)
     assert [r["epoch"] for r in history] == [0, 1]
     row = history[1]
-    for key in ("lr", "w_cluster", "w_self_entropy", "w_distance_of_distance", "loss_instance", "loss_cluster",
-                "loss_self_entropy", "loss_total", "wall_seconds", "eval", "score"):
+    for key in ("lr", "w_cluster_contrastive", "w_self_entropy", "w_distance_of_distance", "loss_instance_contrastive",
+                "loss_cluster_contrastive", "loss_self_entropy", "loss_total", "wall_seconds", "eval", "score"):
         assert key in row, key
     assert history[0]["loss_self_entropy"] == 0 and row["loss_self_entropy"] > 0  # switched on at epoch 1
     assert set(row["eval"]) == {"handwritten->printed", "printed->handwritten"}
@@ -53,10 +53,10 @@ def test_resume_after_kill_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch)
     full = train(tiny_cfg, tmp_path / "full", progress=False, log=lambda s: None)
     original = Trainer.train_epoch
 
-    def killed(self, epoch, clustering):
+    def killed(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt  # the process dies during the second epoch
-        return original(self, epoch, clustering)
+        return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -93,7 +93,9 @@ def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
     capsys.readouterr()
     img = next(iter(sorted((Path(tiny_cfg.root) / "handwritten" / "3").glob("*.png"))))
     assert main(["retrieve", str(run), str(img), "--top-k", "4", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert out["query_domain"] == "handwritten" and out["gallery_domain"] == "printed"
+    hits = out["results"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert all("/printed/" in h["path"] for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from ucdir_core import viz
+from ucdir_core.companion import figures as viz
 
 ROOT = Path(__file__).resolve().parents[1]
 

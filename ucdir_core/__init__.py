@@ -1,11 +1,16 @@
-"""ucdir_core: Unsupervised Cross-Domain Image Retrieval (Hu & Lee, ECCV 2022).
+"""ucdir_core: Unsupervised Cross-Domain Image Retrieval (Hu & Lee, ECCV 2022), and its successor
+ProtoOT in the same harness.
 
 Reference: C. Hu and G. H. Lee, "Feature Representation Learning for Unsupervised
 Cross-domain Image Retrieval", ECCV 2022, https://arxiv.org/abs/2207.09721
+
+Layers, lowest first; a module imports from its own layer or lower ones only:
+``base`` -> ``method`` -> ``data`` -> ``evaluation`` -> ``training`` -> ``inference`` ->
+``companion`` -> ``cli``.
 """
 
-from ucdir_core.config import PRESETS, UCDIRConfig, get_preset
-from ucdir_core.pair import DomainPair
+from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset
+from ucdir_core.base.pair import DomainPair
 
 __all__ = ["DomainPair", "PRESETS", "UCDIRConfig", "get_preset"]
 __version__ = "0.1.0"

@@ -11,7 +11,18 @@ import json
 import sys
 from pathlib import Path
 
-from ucdir_core.config import PRESETS, UCDIRConfig, get_preset
+from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset, override_key
+from ucdir_core.base.distributed import init_from_env, is_main
+from ucdir_core.base.errors import DataError
+from ucdir_core.base.io import write_json
+from ucdir_core.data import datasets
+from ucdir_core.data.checks import check_dataset
+from ucdir_core.data.digits import build_digits
+from ucdir_core.data.folders import shared_class_count
+from ucdir_core.inference.loading import evaluate_run
+from ucdir_core.inference.retrieval import retrieve
+from ucdir_core.method.registry import METHODS
+from ucdir_core.training.build import train
 
 _EPILOG = "Config keys (use with --set key=value):\n" + "\n".join(
     f"  {name:32s} default {getattr(UCDIRConfig(), name)!r}" for name in UCDIRConfig.__dataclass_fields__
@@ -28,6 +39,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["full", "heldout"], help="full: train and evaluate on all images (the "
                    "reference protocol); heldout: seeded per-class 80/20 split (default: full)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    p.add_argument("--method", choices=sorted(METHODS), help="training method (default: the preset's)")
     p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_moco | small_cnn | tv:NAME | timm:NAME")
     p.add_argument("--checkpoint", help="MoCo v2 checkpoint file for --backbone resnet50_moco")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -39,7 +51,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
     preset = args.preset or ("folder" if args.root else "digits")
     cfg = get_preset(preset)
-    direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "backbone", "checkpoint", "seed", "device")}
+    direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "method", "backbone", "checkpoint", "seed",
+                                             "device")}
     changes = {k: v for k, v in direct.items() if v is not None}
     if args.domains:
         changes["domains"] = tuple(args.domains)
@@ -49,16 +62,12 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
             raise ValueError("preset folder needs --root DIR and --domains A B (the two domain folders to retrieve "
                              "between)")
         if "num_clusters" not in _set_keys(args.set):
-            from ucdir_core.data import shared_class_count
-
             cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
     return cfg
 
 
 def _set_keys(overrides: list[str]) -> set[str]:
     """The config keys that ``--set key=value`` options name."""
-    from ucdir_core.config import override_key
-
     return {override_key(s) for s in overrides}
 
 
@@ -91,13 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint to evaluate (default last; best is chosen on evaluation labels)")
     p.add_argument("--json", help="also write the report to this file")
 
-    p = sub.add_parser("retrieve", help="one query image in, the top-k gallery images out")
+    p = sub.add_parser("retrieve", help="query images in, the top-k images of the other domain out",
+                       description="Rank the run's evaluated images of one domain by cosine similarity to each "
+                                   "query image. Prints, per query, which domain was searched, then rank, score "
+                                   "and path.")
     p.add_argument("run_dir", help="a run folder made by `ucdir train`")
-    p.add_argument("query", help="path of the query image")
-    p.add_argument("--gallery-domain", help="domain to search (default: the run's second domain)")
+    p.add_argument("query", help="a query image, or a folder of query images")
+    p.add_argument("--gallery-domain", help="domain to search (default: the domain other than the query's; the "
+                                            "run's second domain for a query from neither domain's folder)")
     p.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--which", choices=["last", "best"], default="last", help="checkpoint (default last)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table: {query, query_domain, "
+                   "gallery_domain, results: [{rank, path, score}]} (a list of them for a folder)")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="count images per domain and class; list broken files; write a manifest")
@@ -124,9 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
-    from ucdir_core.distributed import init_from_env, is_main
-    from ucdir_core.pipeline import train
-
     init_from_env()  # joins the process group under torchrun; nothing otherwise
     cfg = config_from_args(args)
     history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet,
@@ -139,8 +150,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from ucdir_core.evaluation import evaluate_run
-
     report = evaluate_run(args.run_dir, args.which)
     text = json.dumps(report, indent=2)
     print(text)
@@ -150,24 +159,22 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_retrieve(args) -> int:
-    from ucdir_core.evaluation import retrieve
-
-    hits = retrieve(args.run_dir, args.query, args.gallery_domain, args.top_k, args.which)
+    found = retrieve(args.run_dir, args.query, args.gallery_domain, args.top_k, args.which)
     if args.json:
-        print(json.dumps(hits, indent=2))
-    else:
-        for h in hits:
-            print(f"{h['rank']:3d}  {h['score']:.4f}  {h['path']}")
+        out = [r.to_dict() for r in found]
+        print(json.dumps(out[0] if len(out) == 1 and Path(args.query).is_file() else out, indent=2))
+        return 0
+    for i, r in enumerate(found):
+        source = f"from {r.query_domain}" if r.query_domain else "from neither domain of the run"
+        print(("\n" if i else "") + f"query {r.query} ({source}); searching {r.gallery_domain}")
+        print(f"{'rank':>4}  {'score':>6}  path")
+        for h in r.results:
+            print(f"{h['rank']:4d}  {h['score']:6.4f}  {h['path']}")
     return 0
 
 
 def _cmd_data(args) -> int:
-    from ucdir_core import datasets
-
     if args.data_command == "check":
-        from ucdir_core.datacheck import check_dataset
-        from ucdir_core.runs import write_json
-
         bench = datasets.get_benchmark(args.dataset) if args.dataset else None
         domains = args.domains or (list(bench.domains) if bench else None)
         if bench and not args.domains:
@@ -187,11 +194,11 @@ def _cmd_data(args) -> int:
         if args.json:
             write_json(Path(args.json), report.to_dict())
         if report.empty_domains:
-            raise datasets.DataError(f"domains without usable images: {', '.join(report.empty_domains)}")
+            raise DataError(f"domains without usable images: {', '.join(report.empty_domains)}")
         if not report.usable:
-            raise datasets.DataError("fewer than two domains with usable images")
+            raise DataError("fewer than two domains with usable images")
         if report.missing_classes and not args.allow_unmatched_classes:
-            raise datasets.DataError("classes are missing from some domains (see above; "
+            raise DataError("classes are missing from some domains (see above; "
                                      "--allow-unmatched-classes accepts this)")
         return 0
     if args.data_command == "prepare":
@@ -199,7 +206,6 @@ def _cmd_data(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.data_command == "digits":
-        from ucdir_core.digits import build_digits
 
         out = build_digits(args.out, seed=args.seed, per_class=args.per_class, overwrite=True)
         print(f"wrote {out}")

@@ -14,10 +14,9 @@
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
-from ucdir_core.datacheck import check_dataset
-from ucdir_core.pipeline import resolve_root
-from ucdir_core.viz import class_counts_figure, image_grid
+from ucdir_core.companion.figures import class_counts_figure, image_grid
+from ucdir_core.data.checks import check_dataset
+from ucdir_core.data.locations import resolve_root
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
@@ -31,14 +30,14 @@ print(f"{report.total} images; problem files: {report.to_dict()['problem_counts'
 
 # %%
 fig = class_counts_figure(counts)
-R.show_figure(fig, "00_class_counts", out.figures,
-              caption=f"Images per domain and class, {cfg.dataset} ({R.dataset_location(cfg)}).")
+C.show_figure(fig, "00_class_counts", out.figures,
+              caption=f"Images per domain and class, {cfg.dataset} ({C.dataset_location(cfg)}).")
 
 # %%
-rows, labels, cols = C.sample_grid(root, counts, per_class=4 if smoke else 6, seed=seed)
+rows, labels = C.sample_grid(root, counts, per_class=4 if smoke else 6, seed=seed)
 fig = image_grid(rows, row_labels=labels, cell=0.9)
-R.show_figure(fig, "00_samples", out.figures, caption=f"Samples per domain and class, {cfg.dataset}.", dpi=90,
-              display_dpi=R.GRID_DISPLAY_DPI)
+C.show_figure(fig, "00_samples", out.figures, caption=f"Samples per domain and class, {cfg.dataset}.", dpi=90,
+              display_dpi=C.GRID_DISPLAY_DPI)
 
 # %% [markdown]
 # ## Check

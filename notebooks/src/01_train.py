@@ -15,23 +15,21 @@
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
-from ucdir_core.schedules import UCDIRSchedule
-from ucdir_core.viz import training_curves
+from ucdir_core.companion.figures import training_curves
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
-print(R.config_text(cfg))
+print(C.config_text(cfg))
 
 # %%
 history = C.train_or_load(cfg, run_dir, progress=not smoke)
-switch_on = UCDIRSchedule.from_config(cfg).switch_on_epochs(cfg.epochs)
+switch_on = C.switch_on_epochs(cfg)
 print("losses switch on at epochs:", switch_on)
 
 # %%
 fig = training_curves(history, switch_on)
-R.show_figure(fig, "01_training_curves", out.figures, pdf=True,
+C.show_figure(fig, "01_training_curves", out.figures, pdf=True,
               caption="Loss terms and retrieval per epoch. " + C.provenance(cfg, "every epoch"))
 
 # %%

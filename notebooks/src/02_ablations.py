@@ -20,13 +20,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
-from ucdir_core.ablation import ABLATIONS, ablation_config
-from ucdir_core.viz import ablation_bars
+from ucdir_core.companion.figures import ablation_bars
+from ucdir_core.method.ablation import ABLATIONS, ablation_config
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-results = R.load_results(cfg.dataset)  # None when the dataset has no results file
+results = C.load_results(cfg.dataset)  # None when the dataset has no results file
 
 # %%
 rows = {}
@@ -44,11 +43,11 @@ display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + table.round(1).to_ma
 
 # %%
 if results is not None:
-    fig, caption = R.ablation_over_directions(results)
+    fig, caption = C.ablation_over_directions(results)
 else:
     fig = ablation_bars(rows, list(table.columns))
     caption = "Loss ablation, mean of both directions, last epoch. " + C.provenance(cfg, "last epoch")
-R.show_figure(fig, "02_ablation", out.figures, pdf=True, caption=caption)
+C.show_figure(fig, "02_ablation", out.figures, pdf=True, caption=caption)
 
 # %% [markdown]
 # ## Check

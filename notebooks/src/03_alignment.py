@@ -21,9 +21,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
-from ucdir_core.alignment import mixing_and_agreement, umap_2d
-from ucdir_core.viz import alignment_curves, umap_panels
+from ucdir_core.companion.figures import alignment_curves, umap_panels
+from ucdir_core.evaluation.alignment import mixing_and_agreement, umap_2d
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
@@ -32,7 +31,7 @@ history = C.train_or_load(cfg, run_dir, progress=not smoke)
 
 # %%
 _, before = C.baseline_report(cfg)
-after, labels, trainer = C.run_embeddings(run_dir)
+after, labels, _ = C.run_embeddings(run_dir)
 stats = {name: mixing_and_agreement(emb.a, labels.a, emb.b, labels.b) for name, emb in (("before", before), ("after", after))}
 table = pd.DataFrame(stats).T.rename(columns={"domain_mixing": "domain mixing", "class_agreement": "class agreement %"})
 display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + table.round(3).to_markdown()))
@@ -42,14 +41,14 @@ panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb
 domain = np.r_[np.zeros(len(labels.a), int), np.ones(len(labels.b), int)]
 classes = C.class_names(cfg)
 fig = umap_panels(panels, domain, np.r_[labels.a, labels.b], cfg.domains, classes)
-R.show_figure(fig, "03_umap_alignment", out.figures, pdf=True,
+C.show_figure(fig, "03_umap_alignment", out.figures, pdf=True,
               caption="UMAP before (pretrained backbone) and after training, by domain and by class. "
               + C.provenance(cfg, "last epoch"))
 
 # %%
-histories = R.ablation_histories(out.runs, cfg)
-if R.has_alignment(histories):
-    R.show_figure(alignment_curves(histories, before=stats["before"]), "03_alignment_per_epoch", out.figures, pdf=True,
+histories = C.ablation_histories(out.runs, cfg)
+if C.has_alignment(histories):
+    C.show_figure(alignment_curves(histories, before=stats["before"]), "03_alignment_per_epoch", out.figures, pdf=True,
                   caption="Domain mixing, class agreement and prototype spread per evaluated epoch, per ablation "
                   "run; dashed: the pretrained backbone. " + C.provenance(cfg, "every evaluated epoch"))
 else:

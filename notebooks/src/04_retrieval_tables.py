@@ -16,7 +16,6 @@ results_file = None  # a benchmark results JSON (e.g. "results/pacs.json"); None
 from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
@@ -31,7 +30,7 @@ for title, (protocol, rows) in tables.items():
 
 # %%
 paths = C.save_tables(tables, out.figures / "04_retrieval_tables")
-print("written:", ", ".join(R.display_path(p) for p in paths))
+print("written:", ", ".join(C.display_path(p) for p in paths))
 
 # %% [markdown]
 # ## Check

@@ -18,25 +18,24 @@ quantiles = [0.1, 0.5, 0.9]  # one query per direction at each of these quantile
 import numpy as np
 
 from ucdir_core import companion as C
-from ucdir_core import reports as R
-from ucdir_core.viz import image_grid
+from ucdir_core.companion.figures import image_grid
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
 history = C.train_or_load(cfg, run_dir, progress=not smoke)
-emb, labels, trainer = C.run_embeddings(run_dir)
-paths = R.evaluated_paths(trainer)
+emb, labels, trained = C.run_embeddings(run_dir)
+paths = C.evaluated_paths(trained)
 
 # %%
 grids, picked = {}, {}
 for q_side, g_side in ((0, 1), (1, 0)):
     direction = f"{cfg.domains[q_side]}->{cfg.domains[g_side]}"
-    precision = R.per_query_precision(emb[q_side], labels[q_side], emb[g_side], labels[g_side], k=10)
-    picks = R.quantile_queries(precision, quantiles, seed=seed)
-    grid = R.retrieval_grid(emb, labels, paths, q_side, g_side, picks, precision, top_k=10)
+    precision = C.per_query_precision(emb[q_side], labels[q_side], emb[g_side], labels[g_side], k=10)
+    picks = C.quantile_queries(precision, quantiles, seed=seed)
+    grid = C.retrieval_grid(emb, labels, paths, q_side, g_side, picks, precision, top_k=10)
     fig = image_grid(grid["images"], row_labels=grid["row_labels"], borders=grid["borders"], cell=1.0)
-    R.show_figure(fig, f"05_retrievals_{direction.replace('->', '_to_')}", out.figures,
+    C.show_figure(fig, f"05_retrievals_{direction.replace('->', '_to_')}", out.figures,
                   caption=f"Top-10 retrievals {direction} of the queries at the "
                   + ", ".join(f"{100 * q:.0f}th" for q in quantiles) + " percentiles of per-query P@10 "
                   + f"(mean over the {np.isfinite(precision).sum()} queries {np.nanmean(precision):.1f} %); "

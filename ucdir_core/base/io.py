@@ -1,0 +1,100 @@
+"""Files written whole or not at all, and checkpoints read without running any code.
+
+Every file is written to a temporary file in the same folder and renamed over the old one, so a
+kill never leaves half a file. Checkpoints are loaded with ``weights_only=True``: tensors and
+plain values, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ucdir_core.base.errors import RunError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write_bytes(path: Path, data: bytes, previous: Path | None = None) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it over ``path``: never a half file.
+
+    With ``previous``, the file ``path`` held is first renamed to ``previous``. Files are created
+    with the user's umask (mode ``0o666 & ~umask``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path, previous: Path | None = None) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue(), previous)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint loaded with ``weights_only=True`` onto the CPU: tensors and plain values, never code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        RunError: a crafted, truncated or corrupt file (one line naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, KeyError, ...
+        raise RunError(f"{path}: not a checkpoint of tensors and plain values, truncated or corrupt; "
+                       f"nothing in it was run ({_reason(exc)})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: not a checkpoint (it holds a {type(obj).__name__}, not a dict)")
+    return obj
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of an exception's message (torch's carry paragraphs of advice)."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(boiler)]
+    text = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON values (numpy numbers and arrays become Python numbers and lists)."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON, written atomically."""
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n").encode())
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps``'s ``default``: arrays and tensors as lists, paths as strings."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,197 @@
+"""The runs behind the notebooks: a config from notebook parameters, train-or-load, the untrained
+features and the anchors, a trained run's embeddings.
+
+Logic lives here so that each notebook cell is a call and a display.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset
+from ucdir_core.base.device import select_device
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.seeding import seed_model_init
+from ucdir_core.companion.paths import OutputDirs, dataset_name, project_root
+from ucdir_core.data.folders import shared_class_count
+from ucdir_core.data.inputs import build_inputs
+from ucdir_core.data.locations import resolve_root
+from ucdir_core.data.splits import load_split_images
+from ucdir_core.evaluation.alignment import mixing_and_agreement
+from ucdir_core.evaluation.anchors import anchor_embeddings
+from ucdir_core.evaluation.embedding import embed
+from ucdir_core.evaluation.metrics import retrieval_report
+from ucdir_core.inference.loading import TrainedModel, load_trained
+from ucdir_core.method.registry import build_method
+from ucdir_core.training import runs
+from ucdir_core.training.build import train
+
+
+SMOKE = dict(max_images_per_domain=64, epochs=2, clustering_start=1, cluster_contrastive_start=0,
+             cluster_contrastive_sat=1, cluster_contrastive_weight_start=0.5, self_entropy_start=1,
+             distance_of_distance_start=1, batch_size=16, kmeans_restarts=1, workers=0, eval_batch_size=64)
+
+
+def notebook_config(data: str = "digits", preset: str | None = None, domains: list[str] | None = None,
+                    epochs: int | None = None, seed: int = 0, device: str = "auto", smoke: bool = False,
+                    overrides: dict[str, Any] | None = None) -> UCDIRConfig:
+    """The run config a notebook's parameters describe.
+
+    ``data`` is ``"digits"`` or a dataset root, absolute or relative to the project root (so that a
+    notebook opened in JupyterLab, whose kernel runs in ``notebooks/``, reads the same folder as
+    papermill, which runs it in the project root). The config holds the resolved root (run folders
+    are matched on it); captions show it with :func:`ucdir_core.companion.paths.display_path`.
+
+    ``smoke=True`` shrinks the run (64 images per domain, 2 epochs, every loss on from epoch 1,
+    64 px input for ImageNet backbones) so that every notebook runs in seconds on a CPU.
+    """
+    name = dataset_name(data)
+    preset = preset or (name if name in PRESETS else "folder")
+    cfg = get_preset(preset)
+    changes: dict[str, Any] = {"seed": seed, "device": device}
+    if data != "digits":  # a relative root is read from the project root, wherever the kernel runs
+        changes["root"] = str((project_root() / data).resolve())
+        changes["dataset"] = name
+    if domains:
+        changes["domains"] = tuple(domains)
+    if epochs is not None:
+        changes["epochs"] = epochs
+    cfg = cfg.replace(**changes)
+    overrides = overrides or {}
+    if preset == "folder" and "num_clusters" not in overrides:
+        # K = the number of class folders both domains share, as on the command line
+        located = cfg.replace(**{k: v for k, v in overrides.items() if k in ("root", "domains")})
+        cfg = cfg.replace(num_clusters=(shared_class_count(located.root, located.domains),))
+    if smoke:
+        small = dict(SMOKE)
+        if cfg.backbone != "small_cnn":
+            small.update(image_size=64, resize_size=64)
+        if epochs is not None:
+            small["epochs"] = epochs
+        cfg = cfg.replace(**small, num_clusters=(min(cfg.num_clusters[0], 7),))
+    return cfg.replace(**overrides)
+
+
+def run_name(cfg: UCDIRConfig, tag: str = "ucdir") -> str:
+    a, b = cfg.domains
+    return f"{cfg.dataset}-{a}-{b}-{tag}-{cfg.split}-s{cfg.seed}"
+
+
+def train_or_load(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
+    """The history of the run in ``run_dir``: trained now, resumed if it was cut short, or read back
+    if it finished with the same config. A run there under another config is replaced."""
+    run = runs.RunFolder(run_dir)
+    if run.exists() and run.config() == cfg:
+        history = run.history()
+        if history and history[-1]["epoch"] == cfg.epochs - 1 and run.file(runs.SUMMARY).exists():
+            return history
+        return train(cfg, run_dir, resume=True, progress=progress)
+    return train(cfg, run_dir, progress=progress, overwrite=True)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """A finished run's ``summary.json`` (last and best epoch)."""
+    return json.loads((Path(run_dir) / runs.SUMMARY).read_text())
+
+
+def untrained_features(cfg: UCDIRConfig, progress: bool = False) -> dict[str, DomainPair[np.ndarray]]:
+    """The pretrained backbone's pooled features, without any training, of the training images and
+    of the evaluated images (evaluation transform), with their labels (for the anchors and the
+    evaluation only).
+
+    Whatever the input pipeline, its untrained trainable module composes with its inputs to the whole
+    backbone (:mod:`ucdir_core.data.inputs`), so these are the backbone's own features.
+
+    Returns:
+        ``{"train", "train_labels", "test", "test_labels"}``, each a pair of (N_d, D) / (N_d,) arrays.
+    """
+    seed_model_init(cfg.seed)
+    images = load_split_images(cfg, None, None, allow_unmatched_classes=True, check=False, log=lambda s: None)
+    inputs = build_inputs(cfg, images, progress)
+    device = select_device(cfg.device)
+    module = inputs.module.to(device).eval()
+
+    def features(dataset) -> np.ndarray:
+        return embed(module, dataset, device, cfg.eval_batch_size, cfg.workers, progress).cpu().numpy()
+
+    test = inputs.domains.map(lambda d: features(d.test_eval))
+    same = all(d.test_is_train for d in inputs.domains)
+    train = test if same else inputs.domains.map(lambda d: features(d.train_eval))
+    return {"train": train, "train_labels": images.map(lambda s: np.asarray(s.train.labels)),
+            "test": test, "test_labels": inputs.domains.map(lambda d: np.asarray(d.test_labels))}
+
+
+def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
+    """P@k and mAP of the backbone's pooled features without any training (the "baseline" row),
+    on the same evaluated images and evaluation transform; also the features."""
+    f = untrained_features(cfg, progress)
+    feats = f["test"]
+    report = retrieval_report(torch.from_numpy(feats.a), f["test_labels"].a, torch.from_numpy(feats.b),
+                              f["test_labels"].b, cfg.eval_ks, names=tuple(cfg.domains))
+    return report, feats
+
+
+def anchor_rows(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Retrieval reports and alignment of the three anchors (``baseline``, ``centered``, ``oracle``,
+    :mod:`ucdir_core.evaluation.anchors`) on the evaluated images of ``cfg``'s pair and split.
+
+    Returns:
+        ``({anchor: {direction: metrics}}, {anchor: {"domain_mixing", "class_agreement"}})``.
+    """
+    f = untrained_features(cfg, progress)
+    labels = f["test_labels"]
+    reports, alignment = {}, {}
+    for name, emb in anchor_embeddings(f["train"], f["train_labels"], f["test"]).items():
+        reports[name] = retrieval_report(torch.from_numpy(emb.a), labels.a, torch.from_numpy(emb.b), labels.b,
+                                         cfg.eval_ks, names=tuple(cfg.domains))
+        alignment[name] = mixing_and_agreement(emb.a, labels.a, emb.b, labels.b)
+    return reports, alignment
+
+
+def run_embeddings(run_dir: str | Path, which: str = "last"
+                   ) -> tuple[DomainPair[np.ndarray], DomainPair[np.ndarray], TrainedModel]:
+    """Key-encoder embeddings and labels of a run's evaluated images, and the loaded model."""
+    trained = load_trained(run_dir, which)
+    emb = trained.embedder.test_embeddings().map(lambda t: t.cpu().numpy())
+    labels = trained.inputs.map(lambda d: d.test_labels)
+    return emb, labels, trained
+
+
+def switch_on_epochs(cfg: UCDIRConfig) -> dict[str, int | None]:
+    """The first epoch at which each of the method's loss terms after the first is on (None: never)."""
+    return build_method(cfg).switch_on_epochs(cfg.epochs)
+
+
+def class_names(cfg: UCDIRConfig) -> list[str]:
+    """The dataset's class names (label order)."""
+    images = load_split_images(cfg, None, None, allow_unmatched_classes=True, check=False, log=lambda s: None)
+    return list(images.a.train.classes)
+
+
+def tables_by_training(cfg: UCDIRConfig, out: OutputDirs, progress: bool = True):
+    """Train every domain pair of the dataset with ``cfg``'s settings; one table per split.
+
+    Returns ``{title: (protocol line, {"method A->B": metrics})}``.
+    """
+    root = resolve_root(cfg)
+    doms = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    rows: dict[str, dict[str, float]] = {}
+    for a, b in combinations(doms, 2):
+        pair_cfg = cfg.replace(domains=(a, b))
+        run_dir = out.runs / run_name(pair_cfg, "full")
+        train_or_load(pair_cfg, run_dir, progress)
+        base, _ = baseline_report(pair_cfg)
+        for direction, m in summary(run_dir)["last"]["eval"].items():
+            rows[f"{cfg.method} {direction}"] = m
+        for direction, m in base.items():
+            rows[f"backbone, no training {direction}"] = m
+    protocol = (f"Protocol: dataset {cfg.dataset}, every pair trained separately, split {cfg.split}, backbone "
+                f"{cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, last epoch, seed {cfg.seed}; 'backbone, "
+                "no training' = pooled features of the same backbone, same evaluation transform.")
+    return {f"{cfg.dataset}, split {cfg.split}": (protocol, rows)}

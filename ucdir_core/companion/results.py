@@ -1,0 +1,60 @@
+"""A benchmark's results file and the runs of an ablation, read back for the notebooks' figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ucdir_core.companion.experiments import run_name
+from ucdir_core.companion.figures import ablation_directions
+from ucdir_core.companion.paths import results_path
+from ucdir_core.evaluation.anchors import REFERENCE_ANCHORS
+from ucdir_core.method.ablation import ABLATIONS
+from ucdir_core.training import runs
+
+
+def load_results(dataset: str) -> dict | None:
+    """The dataset's benchmark results (``results/<dataset>.json``), or None when there are none."""
+    path = results_path(dataset)
+    return json.loads(path.read_text()) if path is not None else None
+
+
+def ablation_histories(runs_dir: str | Path, cfg, methods: Sequence[str] | None = None) -> dict[str, list[dict]]:
+    """``{method: history rows}`` of the ablation runs of ``cfg``'s pair found under ``runs_dir``
+    (``runs_dir / run_name(cfg, method)``; the runs ``02_ablations`` trains or reads). Methods
+    without a run folder are left out."""
+    out = {}
+    for method in methods or ABLATIONS:
+        rows = runs.RunFolder(Path(runs_dir) / run_name(cfg, method)).history()
+        if rows:
+            out[method] = rows
+    return out
+
+
+def has_alignment(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
+    """Whether any history row carries an ``alignment`` record."""
+    return any("alignment" in r for rows in histories.values() for r in rows)
+
+
+def ablation_over_directions(res: Mapping[str, Any], metrics: Sequence[str] = ("P@1", "mAP")):
+    """The ablation figure of a benchmark results file (:func:`ucdir_core.companion.figures.ablation_directions`)
+    and its caption.
+
+    Uses ``res["results"][split][method][direction]`` for the rows ``baseline`` and every ablation,
+    ``res["seeds"][s]`` (the first other seed) for the seed spread, and the anchor rows
+    :data:`~ucdir_core.evaluation.anchors.REFERENCE_ANCHORS` where present.
+    """
+    methods = ["baseline", *ABLATIONS]
+    other_seeds = sorted(res.get("seeds", {}))
+    seeds = res["seeds"][other_seeds[0]] if other_seeds else None
+    fig = ablation_directions(res["results"], methods, metrics, seeds=seeds, anchors=REFERENCE_ANCHORS)
+    directions = {d for split in res["results"].values() for m in methods for d in split.get(m, {})}
+    anchors = [a for a in REFERENCE_ANCHORS if any(a in split for split in res["results"].values())]
+    caption = (f"Loss ablation over all {len(directions)} retrieval directions, {res.get('dataset', '')}, "
+               f"splits {', '.join(res['results'])}: each direction a point per method (one line per direction), "
+               "black bar = mean over directions"
+               + (f", open diamond = mean of seed {other_seeds[0]} where it was run" if seeds else "")
+               + (f"; reference lines: {' and '.join(anchors)} (mean over directions)" if anchors else "")
+               + f". Seed {res.get('seed')}; {res.get('regime', 'last epoch')}.")
+    return fig, caption

@@ -1,0 +1,101 @@
+"""Tables of results: Markdown and LaTeX, the protocol line that says how each number was
+obtained, and the per-direction tables of a benchmark results file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.method.ablation import ABLATIONS
+
+
+def mean_over_directions(report: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the retrieval directions of a report."""
+    keys = metric_order(next(iter(report.values())))
+    return {k: float(np.mean([row[k] for row in report.values()])) for k in keys}
+
+
+def provenance(cfg: UCDIRConfig, epoch_note: str) -> str:
+    """One line saying how a number was obtained."""
+    return (f"dataset {cfg.dataset}, domains {cfg.domains[0]}/{cfg.domains[1]}, split {cfg.split}, backbone "
+            f"{cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, {epoch_note}, seed {cfg.seed}")
+
+
+def metric_order(keys) -> list[str]:
+    """P@k columns by k, then mAP (JSON files store them alphabetically)."""
+    return sorted(keys, key=lambda k: (k == "mAP", int(k[2:]) if k.startswith("P@") else 0, k))
+
+
+def markdown_table(rows: dict[str, dict[str, float]], fmt: str = "{:.1f}") -> str:
+    """``{row name: {metric: value}}`` as a Markdown table, metrics in :func:`metric_order`."""
+    cols = metric_order(next(iter(rows.values())))
+    lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(fmt.format(v[c]) for c in cols) + " |" for name, v in rows.items()]
+    return "\n".join(lines)
+
+
+def latex_table(rows: dict[str, dict[str, float]], caption: str) -> str:
+    """The same rows as a booktabs LaTeX table with ``caption``."""
+    cols = metric_order(next(iter(rows.values())))
+    body = "\n".join(f"{name.replace('_', chr(92) + '_')} & " + " & ".join(f"{v[c]:.1f}" for c in cols) + r" \\"
+                     for name, v in rows.items())
+    head = " & ".join(cols)
+    return ("\\begin{table}[t]\n\\centering\n\\begin{tabular}{l" + "r" * len(cols) + "}\n\\toprule\n & " + head
+            + r" \\" + "\n\\midrule\n" + body + "\n\\bottomrule\n\\end{tabular}\n\\caption{" + caption
+            + "}\n\\end{table}\n")
+
+
+def counts_table(counts: dict[str, dict[str, int]]) -> str:
+    """Markdown table: classes as rows, domains as columns, with totals."""
+    classes = sorted({c for per in counts.values() for c in per})
+    doms = list(counts)
+    lines = ["| class | " + " | ".join(doms) + " |", "|---|" + "---:|" * len(doms)]
+    lines += [f"| {c} | " + " | ".join(str(counts[d].get(c, 0)) for d in doms) + " |" for c in classes]
+    lines.append("| **total** | " + " | ".join(str(sum(counts[d].values())) for d in doms) + " |")
+    return "\n".join(lines)
+
+
+def last_best_table(s: dict) -> str:
+    """Markdown: last-epoch and best-epoch results of a run summary, labelled."""
+    rows = {}
+    for direction, m in s["last"]["eval"].items():
+        rows[f"{direction}, last epoch ({s['last']['epoch']})"] = m
+    for direction, m in s["best"]["eval"].items():
+        rows[f"{direction}, best epoch ({s['best']['epoch']}; selected on evaluation labels)"] = m
+    return markdown_table(rows)
+
+
+def tables_from_results(path: str | Path):
+    """Per-direction tables (one per split) from a benchmark results JSON (``results/pacs.json``)."""
+    res = json.loads(Path(path).read_text())
+    cfg = res.get("config", {})
+    out = {}
+    order = ["baseline", "centered", *ABLATIONS, "oracle"]  # the anchors below and above the methods
+    for split, methods in res["results"].items():
+        rows = {}
+        for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
+            for direction, m in sorted(methods[method].items()):
+                rows[f"{method} {direction}"] = m
+        # the benchmark's regime line already names backbone, resolution, epochs and which epoch
+        setting = res.get("regime") or (f"backbone {cfg.get('backbone')}, {cfg.get('image_size')} px, "
+                                        f"{cfg.get('epochs')} epochs, last epoch")
+        protocol = f"Protocol: {res.get('dataset', 'pacs')}, split {split}, seed {res.get('seed')}; {setting}"
+        if "centered" in methods or "oracle" in methods:
+            protocol += ("; anchors from the untrained features: centered = each domain's mean removed (no "
+                         "labels), oracle = LDA fitted with the class labels (a ceiling, not a method)")
+        out[f"{res.get('dataset', 'pacs')}, split {split}"] = (protocol, rows)
+    return out
+
+
+def save_tables(tables, stem: Path) -> list[Path]:
+    """Write the tables as ``stem.md`` and ``stem.tex``."""
+    md = "\n\n".join(f"### {t}\n\n{p}\n\n{markdown_table(r)}" for t, (p, r) in tables.items())
+    tex = "\n".join(latex_table(r, f"{t}. {p}") for t, (p, r) in tables.items())
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".tex")]
+    paths[0].write_text(md + "\n")
+    paths[1].write_text(tex)
+    return paths

@@ -1,0 +1,118 @@
+"""Two-domain image folders: scanning and class matching.
+
+Layout: ``ROOT/<domain>/<class>/<image>`` (one ImageFolder per domain). Labels are indices into
+the union of class names, sorted; they are carried for evaluation only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ucdir_core.base.errors import DataError
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.data.images import is_image_name
+
+
+@dataclass
+class DomainImages:
+    """The images of one domain. ``labels`` index ``classes`` and are for evaluation only.
+
+    Shape:
+        paths: N strings; labels: (N,) int64.
+    """
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "DomainImages":
+        index = np.asarray(index, dtype=np.int64)
+        return DomainImages(self.name, [self.paths[i] for i in index], self.labels[index], self.classes, self.skipped)
+
+
+def list_domain(root: str | Path, domain: str) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Image files per class folder of ``root/domain`` and the non-image files found there."""
+    base = Path(root) / domain
+    if not Path(root).is_dir():
+        raise DataError(f"dataset root not found: {root}")
+    if not base.is_dir():
+        raise DataError(f"domain folder not found: {base}")
+    per_class: dict[str, list[Path]] = {}
+    others: list[Path] = []
+    for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        per_class[class_dir.name] = [p for p in files if is_image_name(p)]
+        others += [p for p in files if not is_image_name(p)]
+    others += [p for p in base.iterdir() if p.is_file()]
+    if not any(per_class.values()):
+        raise DataError(f"domain folder {base} holds no images in class folders (expected {base}/<class>/<image>)")
+    return per_class, others
+
+
+def shared_class_count(root: str | Path, domains: Sequence[str]) -> int:
+    """How many class folders (by name, holding images) every one of ``domains`` has under ``root``.
+
+    Used as the number of k-means clusters K when a dataset has no preset, as the paper sets K to
+    its benchmarks' class counts; no image's label is read.
+    """
+    names = [{c for c, files in list_domain(root, d)[0].items() if files} for d in domains]
+    shared = set.intersection(*names)
+    if not shared:
+        raise DataError(f"the domains {', '.join(domains)} under {root} share no class folder")
+    return len(shared)
+
+
+def load_domains(
+    root: str | Path,
+    domains: Sequence[str],
+    classes: Sequence[str] | None = None,
+    bad_files: set[str] | None = None,
+    allow_unmatched_classes: bool = False,
+) -> DomainPair[DomainImages]:
+    """Scan two domains and match their classes by name.
+
+    ``classes`` restricts to a known class list (e.g. DomainNet's 7-class subset). Files in
+    ``bad_files`` (e.g. from :func:`ucdir_core.data.checks.check_dataset`) are skipped and listed in
+    ``skipped``. A class present in one domain only is an error unless
+    ``allow_unmatched_classes``, in which case it is kept and warned about.
+    """
+    if len(domains) != 2:
+        raise DataError(f"two domains are needed, got {len(domains)}")
+    dirs = [(Path(root) / d).resolve() for d in domains]
+    if domains[0] == domains[1] or dirs[0] == dirs[1]:
+        raise DataError(f"the same folder was given as both domains: {dirs[0]}")
+    scans = [list_domain(root, d)[0] for d in domains]
+    if classes is not None:
+        scans = [{c: v for c, v in s.items() if c in set(classes)} for s in scans]
+    names = [set(c for c, files in s.items() if files) for s in scans]
+    only = {d: sorted(n - names[1 - i]) for i, (d, n) in enumerate(zip(domains, names)) if n - names[1 - i]}
+    if only:
+        msg = "; ".join(f"classes only in {d}: {', '.join(c)}" for d, c in only.items())
+        if not allow_unmatched_classes:
+            raise DataError(msg + " (pass allow_unmatched_classes / --allow-unmatched-classes to keep them)")
+        warnings.warn(msg, stacklevel=2)
+    all_classes = sorted(names[0] | names[1])
+    index = {c: i for i, c in enumerate(all_classes)}
+    bad = bad_files or set()
+    out = []
+    for d, scan in zip(domains, scans):
+        paths, labels, skipped = [], [], []
+        for c in sorted(scan):
+            for p in scan[c]:
+                (skipped if str(p) in bad else paths).append(str(p))
+                if str(p) not in bad:
+                    labels.append(index[c])
+        if not paths:
+            raise DataError(f"domain {d} has no usable images")
+        out.append(DomainImages(d, paths, np.asarray(labels, dtype=np.int64), all_classes, skipped))
+    return DomainPair(*out)

@@ -1,0 +1,119 @@
+"""Which images of each domain train and which are evaluated: the full split (all of them, the
+reference's protocol) or a seeded per-class held-out split, written to a file and read back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base.errors import DataError
+from ucdir_core.base.io import atomic_write_bytes, write_json
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.data.checks import check_dataset
+from ucdir_core.data.datasets import BENCHMARKS
+from ucdir_core.data.folders import DomainImages, load_domains
+from ucdir_core.data.locations import resolve_root
+
+
+def heldout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: (train indices, held-out indices), each sorted.
+
+    Every class with at least two images keeps at least one image on each side.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_test = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
+        test += idx[:n_test].tolist()
+        train += idx[n_test:].tolist()
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
+
+
+def write_split(path: Path, split: dict[str, dict[str, list[str]]]) -> None:
+    """``{domain: {"train": [paths], "test": [paths]}}`` as JSON, written atomically."""
+    atomic_write_bytes(path, json.dumps(split, indent=1).encode())
+
+
+def read_split(path: Path) -> dict[str, dict[str, list[str]]]:
+    return json.loads(path.read_text())
+
+
+def subsample(images: DomainImages, max_images: int | None, seed: int) -> DomainImages:
+    """A seeded, class-stratified subset of at most ``max_images`` images (smoke runs)."""
+    if max_images is None or len(images) <= max_images:
+        return images
+    keep, _ = heldout_split(images.labels, 1.0 - max_images / len(images), seed)
+    return images.subset(keep)
+
+
+@dataclass
+class SplitImages:
+    """Training and evaluated images of one domain (the same object under the full split)."""
+
+    train: DomainImages
+    test: DomainImages
+
+
+def load_split_images(cfg: UCDIRConfig, split_path: Path | None = None, manifest_path: Path | None = None,
+                      allow_unmatched_classes: bool = False, check: bool = True,
+                      log: Callable[[str], None] = print) -> DomainPair[SplitImages]:
+    """Scan, check (broken files are skipped, counted and listed in the manifest), subsample and split.
+
+    The held-out split is read from ``split_path`` when that file exists, and otherwise drawn and
+    written there (``None``: drawn, not written). The check's manifest goes to ``manifest_path``
+    (``None``: not written).
+
+    Raises:
+        DataError: a missing folder, no usable images, unmatched classes, or files of a saved
+            split that are gone.
+    """
+    root = resolve_root(cfg)
+    # DomainNet's folders hold 345 classes; the benchmark uses its 7-class subset
+    classes = BENCHMARKS["domainnet"].classes if cfg.dataset == "domainnet" else None
+    bad: set[str] = set()
+    if check:
+        report = check_dataset(root, cfg.domains, classes=classes, progress=False)
+        bad = report.bad_files
+        if bad:
+            where = Path(manifest_path).name if manifest_path else "the data check's manifest"
+            log(f"warning: skipping {len(bad)} broken files (listed in {where})")
+        if manifest_path is not None:
+            write_json(Path(manifest_path), report.to_dict())
+    images = load_domains(root, cfg.domains, classes=classes, bad_files=bad,
+                          allow_unmatched_classes=allow_unmatched_classes)
+    images = DomainPair(*(subsample(d, cfg.max_images_per_domain, cfg.seed) for d in images))
+    if cfg.split == "full":
+        return images.map(lambda d: SplitImages(d, d))
+    if split_path is not None and Path(split_path).exists():
+        return _read_saved_split(images, Path(split_path))
+    out, record = [], {}
+    for d in images:
+        tr, te = heldout_split(d.labels, cfg.heldout_fraction, cfg.split_seed)
+        out.append(SplitImages(d.subset(tr), d.subset(te)))
+        record[d.name] = {"train": out[-1].train.paths, "test": out[-1].test.paths}
+    if split_path is not None:
+        write_split(Path(split_path), record)
+    return DomainPair(*out)
+
+
+def _read_saved_split(images: DomainPair[DomainImages], split_path: Path) -> DomainPair[SplitImages]:
+    saved = read_split(split_path)
+    out = []
+    for d in images:
+        pos = {p: i for i, p in enumerate(d.paths)}
+        missing = [p for p in saved[d.name]["train"] + saved[d.name]["test"] if p not in pos]
+        if missing:
+            raise DataError(f"{len(missing)} files of the saved split are gone, e.g. {missing[0]}")
+        out.append(SplitImages(d.subset([pos[p] for p in saved[d.name]["train"]]),
+                               d.subset([pos[p] for p in saved[d.name]["test"]])))
+    return DomainPair(*out)

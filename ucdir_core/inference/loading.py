@@ -1,0 +1,82 @@
+"""A trained run loaded for evaluation and retrieval (used by ``ucdir evaluate``, ``ucdir
+retrieve`` and the companion): the key encoder of its ``last`` or ``best`` checkpoint over the
+run's data, built without an optimiser and writing nothing into the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base.device import select_device
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.data.inputs import DomainInputs
+from ucdir_core.evaluation.embedding import Embedder
+from ucdir_core.method.model import MomentumEncoders
+from ucdir_core.training import runs
+from ucdir_core.training.build import build_parts
+from ucdir_core.training.trainer import check_checkpoint
+
+
+@dataclass
+class TrainedModel:
+    """A run's trained model: its config, the key encoder (the one the reference evaluates) with
+    its embeddings of both domains (:class:`~ucdir_core.evaluation.embedding.Embedder`), the
+    inputs, the function that turns a query image into an input, and the checkpoint's epoch."""
+
+    cfg: UCDIRConfig
+    model: MomentumEncoders
+    embedder: Embedder
+    inputs: DomainPair[DomainInputs]
+    to_input: Callable[[Any], Tensor]
+    device: torch.device
+    epoch: int
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """P@k and mAP in both directions on the run's evaluated images."""
+        return self.embedder.evaluate()
+
+
+def load_trained(run_dir: str | Path, which: str = "last", progress: bool = False) -> TrainedModel:
+    """The model of ``run_dir``'s ``last`` or ``best`` checkpoint. Writes nothing into ``run_dir``:
+    it may be read-only.
+
+    Raises:
+        ValueError: ``which`` is neither ``last`` nor ``best``.
+        FileNotFoundError: no run or no such checkpoint.
+        RunError: a checkpoint that is unreadable, or written under another config or for other data.
+    """
+    run = runs.RunFolder(run_dir)
+    cfg = run.config()
+    name = {"last": runs.LAST, "best": runs.BEST}.get(which)
+    if name is None:
+        raise ValueError("which must be 'last' or 'best'")
+    path = run.file(name)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint {path}")
+    state = runs.load_checkpoint(path)
+    parts = build_parts(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None,
+                        init_head=False, read_only=True)  # the checkpoint overwrites the head
+    device = select_device(cfg.device)
+    inputs = parts.inputs.domains
+    model = MomentumEncoders(parts.encoder, inputs.map(lambda d: len(d.train_eval)), dim=cfg.feature_dim,
+                             key_bn_splits=cfg.key_bn_splits).to(device)
+    check_checkpoint(state, path, cfg, model, run)
+    model.load_state_dict(state["model"])
+    model.eval()
+    embedder = Embedder(cfg, inputs, model.encoder_k, device, progress)
+    return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, int(state["epoch"]))
+
+
+def evaluate_run(run_dir: str | Path, which: str = "last") -> dict:
+    """P@k and mAP of a run's checkpoint on its evaluated images, both directions, with how they
+    were obtained (dataset, split, backbone, resolution, seed, method, checkpoint)."""
+    trained = load_trained(run_dir, which)
+    cfg = trained.cfg
+    return {"run": str(run_dir), "checkpoint": which, "epoch": trained.epoch, "split": cfg.split,
+            "dataset": cfg.dataset, "method": cfg.method, "backbone": cfg.backbone, "image_size": cfg.image_size,
+            "seed": cfg.seed, "eval": trained.evaluate()}

@@ -1,0 +1,92 @@
+"""From a config to a ready :class:`~ucdir_core.training.trainer.Trainer`: data, split, input
+pipeline, encoder; and :func:`train`, one locked run."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base.device import select_device
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.seeding import seed_model_init
+from ucdir_core.data.inputs import PipelineInputs, build_inputs
+from ucdir_core.data.splits import SplitImages, load_split_images
+from ucdir_core.evaluation.embedding import embed
+from ucdir_core.method.model import Encoder, init_head_pca
+from ucdir_core.training import runs
+from ucdir_core.training.trainer import Trainer
+
+
+@dataclass
+class ModelParts:
+    """What a model is built from: the split images, the input pipeline's inputs, and the query
+    encoder (backbone part and head) before any training."""
+
+    images: DomainPair[SplitImages]
+    inputs: PipelineInputs
+    encoder: Encoder
+
+
+def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: bool = True,
+                allow_unmatched_classes: bool = False, log: Callable[[str], None] = print, init_head: bool = True,
+                read_only: bool = False) -> ModelParts:
+    """The images, inputs and encoder of ``cfg``. Seeds torch before building the encoder.
+
+    The held-out split is read from ``run_dir/split.json`` when present, and otherwise written
+    there (unless ``read_only``); so is the data check's manifest. ``init_head=False`` skips the
+    PCA head initialisation (``head_init="pca"``), for a model whose weights are about to come
+    from a checkpoint.
+    """
+    seed_model_init(cfg.seed)
+    run = runs.RunFolder(run_dir) if run_dir is not None else None
+    split = run.file(runs.SPLIT) if run is not None and (not read_only or run.file(runs.SPLIT).exists()) else None
+    manifest = run.file(runs.MANIFEST) if run is not None and not read_only else None
+    images = load_split_images(cfg, split, manifest, allow_unmatched_classes=allow_unmatched_classes, log=log)
+    inputs = build_inputs(cfg, images, progress)
+    seed_model_init(cfg.seed)
+    encoder = Encoder(inputs.module, inputs.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
+                      freeze_bn=cfg.freeze_bn)
+    if cfg.head_init == "pca" and init_head:
+        device = select_device(cfg.device)
+        feats = [embed(encoder.backbone.to(device), d.train_eval, device, cfg.eval_batch_size, cfg.workers)
+                 for d in inputs.domains]
+        init_head_pca(encoder, torch.cat(feats).cpu())
+    return ModelParts(images, inputs, encoder)
+
+
+def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
+                  log: Callable[[str], None] = print, init_head: bool = True
+                  ) -> tuple[Trainer, DomainPair[SplitImages]]:
+    """A trainer for ``cfg`` in ``run_dir`` (:func:`build_parts`, then the model, method and optimiser)."""
+    parts = build_parts(cfg, run_dir, progress, allow_unmatched_classes, log, init_head)
+    return Trainer(cfg, run_dir, parts.inputs.domains, parts.encoder, progress=progress, log=log), parts.images
+
+
+def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          allow_unmatched_classes: bool = False, command: list[str] | None = None,
+          log: Callable[[str], None] = print, overwrite: bool = False) -> list[dict]:
+    """Train one run (or resume it); returns the history rows.
+
+    The run folder is locked for the whole run (a second writer is refused). A folder that already
+    holds a run is refused unless ``resume`` (continue it) or ``overwrite`` (delete its files first).
+    """
+    with runs.RunFolder(run_dir).claim(resume, overwrite):
+        return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
+
+
+def _train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool, progress: bool, allow_unmatched_classes: bool,
+           command: list[str] | None, log: Callable[[str], None]) -> list[dict]:
+    run = runs.RunFolder(run_dir)
+    if resume and run.exists():
+        saved = run.config()
+        if saved != cfg:
+            warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=3)
+        cfg = saved
+    resuming = resume and run.has_checkpoint()  # weights come from last.pt (or prev.pt)
+    trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
+    return trainer.fit(resume=resume, command=command)
