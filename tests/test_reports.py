@@ -164,6 +164,39 @@ def test_output_problems_finds_warnings_errors_and_hidden_figures():
     assert len(RC.output_problems(nb)) == 2
 
 
+@pytest.mark.parametrize("output", [
+    {"output_type": "stream", "name": "stdout", "text": "cache views:  12%|#2        | 3/25 [00:01<00:09]\n"},
+    {"output_type": "stream", "name": "stdout", "text": "epoch 0\repoch 1"},
+    {"output_type": "display_data", "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                             "text/plain": "  0%|          | 0/180"}, "metadata": {}},
+])
+def test_output_problems_finds_progress_bars(output):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.from_dict(output)]
+    nb.cells = [cell]
+    assert RC.output_problems(nb) == ["cell 0: a progress bar is left in the output"]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="epoch 0 | lr 2.00e-02 | loss 3.0 | 100%\n")]
+    assert RC.output_problems(nb) == []
+
+
+def test_running_a_notebook_prints_cells_and_epochs_in_the_terminal():
+    import io
+
+    from ucdir_core.companion.notebooks import TerminalProgress
+
+    out = io.StringIO()
+    progress = TerminalProgress(5, out)
+    import logging
+
+    progress.emit(logging.LogRecord("papermill", logging.INFO, "", 0, "Executing Cell 2-------", None, None))
+    progress.write("some output\nepoch 3 | lr 1.0e-02 | loss 2.5 | a->b P@1 50.0 | 3.0s\n")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("cell 2/5") and lines[1].endswith("epoch 3 | lr 1.0e-02 | loss 2.5")
+
+
 EXECUTED = sorted((ROOT / "reports").glob("*/0*.ipynb"))
 
 

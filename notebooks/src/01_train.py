@@ -23,7 +23,7 @@ run_dir = out.runs / C.run_name(cfg, "full")
 print(C.config_text(cfg))
 
 # %%
-history = C.train_or_load(cfg, run_dir, progress=not smoke)
+history = C.train_or_load(cfg, run_dir, progress=False)
 switch_on = C.switch_on_epochs(cfg)
 print("losses switch on at epochs:", switch_on)
 

@@ -32,7 +32,7 @@ rows = {}
 for name in ABLATIONS:
     run_cfg = ablation_config(cfg, name)
     run_dir = out.runs / C.run_name(cfg, name)
-    C.train_or_load(run_cfg, run_dir, progress=not smoke)
+    C.train_or_load(run_cfg, run_dir, progress=False)
     rows[name] = C.mean_over_directions(C.summary(run_dir)["last"]["eval"])
 
 # %%

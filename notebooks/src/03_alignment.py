@@ -27,7 +27,7 @@ from ucdir_core.evaluation.alignment import mixing_and_agreement, umap_2d
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
-history = C.train_or_load(cfg, run_dir, progress=not smoke)
+history = C.train_or_load(cfg, run_dir, progress=False)
 
 # %%
 _, before = C.baseline_report(cfg)

@@ -24,7 +24,7 @@ out = C.output_dirs(cfg, smoke)
 if results_file:
     tables = C.tables_from_results(C.project_root() / results_file)
 else:
-    tables = C.tables_by_training(cfg, out, progress=not smoke)
+    tables = C.tables_by_training(cfg, out, progress=False)
 for title, (protocol, rows) in tables.items():
     display(Markdown(f"### {title}\n\n{protocol}\n\n" + C.markdown_table(rows)))
 

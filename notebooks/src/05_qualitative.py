@@ -23,7 +23,7 @@ from ucdir_core.companion.figures import image_grid
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 run_dir = out.runs / C.run_name(cfg, "full")
-history = C.train_or_load(cfg, run_dir, progress=not smoke)
+history = C.train_or_load(cfg, run_dir, progress=False)
 emb, labels, trained = C.run_embeddings(run_dir)
 paths = C.evaluated_paths(trained)
 
@@ -34,7 +34,8 @@ for q_side, g_side in ((0, 1), (1, 0)):
     precision = C.per_query_precision(emb[q_side], labels[q_side], emb[g_side], labels[g_side], k=10)
     picks = C.quantile_queries(precision, quantiles, seed=seed)
     grid = C.retrieval_grid(emb, labels, paths, q_side, g_side, picks, precision, top_k=10)
-    fig = image_grid(grid["images"], row_labels=grid["row_labels"], borders=grid["borders"], cell=1.0)
+    fig = image_grid(grid["images"], row_labels=grid["row_labels"], borders=grid["borders"], cell=1.0,
+                     border_legend={"green": "same class as the query", "red": "another class"})
     C.show_figure(fig, f"05_retrievals_{direction.replace('->', '_to_')}", out.figures,
                   caption=f"Top-10 retrievals {direction} of the queries at the "
                   + ", ".join(f"{100 * q:.0f}th" for q in quantiles) + " percentiles of per-query P@10 "

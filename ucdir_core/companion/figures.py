@@ -49,8 +49,9 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]]):
 
 def image_grid(rows: Sequence[Sequence], row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, borders: Sequence[Sequence[str | None]] | None = None,
-               cell: float = 1.1):
-    """A grid of images (PIL images or arrays); optional coloured borders per cell (e.g. hit/miss)."""
+               cell: float = 1.1, border_legend: Mapping[str, str] | None = None):
+    """A grid of images (PIL images or arrays); optional coloured borders per cell (e.g. hit/miss),
+    explained in the figure itself by ``border_legend`` (colour -> meaning, drawn below the grid)."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows), squeeze=False)
     for i in range(n_rows):
@@ -72,7 +73,15 @@ def image_grid(rows: Sequence[Sequence], row_labels: Sequence[str] | None = None
                 ax.set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
             if i == 0 and col_labels is not None:
                 ax.set_title(col_labels[j], fontsize=7)
-    fig.tight_layout()
+    if border_legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor="none", edgecolor=c, linewidth=3, label=text) for c, text in border_legend.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -133,6 +142,11 @@ def ablation_bars(table: Mapping[str, Mapping[str, float]], metrics: Sequence[st
         ax.bar(x + i * width - 0.4 + width / 2, [table[m][k] for k in metrics], width, label=m)
     ax.set_xticks(x, metrics)
     ax.set_ylabel("percent (mean of both directions)")
+    values = [table[m][k] for m in methods for k in metrics]
+    if values:  # the axis spans the values, not 0-100, so that differences of a point show
+        lo, hi = min(values), max(values)
+        pad = max(1.0, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes, never over a bar
     fig.tight_layout()
     return fig

@@ -13,12 +13,13 @@ the notebook's paths relative to the project.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
 from ucdir_core.companion.paths import dataset_name, display_path, project_root
-from ucdir_core.companion.report_checks import relative_papermill_paths
+from ucdir_core.companion.report_checks import output_problems, relative_papermill_paths
 
 PARAMS_MARK = "#PARAMS#"
 
@@ -104,20 +105,67 @@ def quiet_kernel_manager():
     return QuietKernelManager, config
 
 
+class TerminalProgress(logging.Handler):
+    """Plain progress lines in the terminal while a notebook runs: each cell as it starts, and each
+    training epoch's log line (``epoch N | ...``) as the kernel prints it, with the seconds since
+    the notebook started. Used as papermill's logger handler (cell starts) and as its
+    ``stdout_file`` (the kernel's printed lines); nothing of it goes into the notebook."""
+
+    def __init__(self, n_cells: int, out=None):
+        super().__init__(logging.INFO)
+        self.n_cells, self.out, self.t0 = n_cells, out or sys.stdout, time.time()
+
+    def line(self, text: str) -> None:
+        print(f"    {time.time() - self.t0:5.0f} s  {text}", file=self.out, flush=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Executing Cell"):
+            self.line(f"cell {msg.split()[2].strip('-')}/{self.n_cells}")
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.startswith(("epoch ", "resumed ")):
+                self.line(" | ".join(line.split(" | ")[:3]))  # epoch, lr, loss
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def execute(notebook: Path, output: Path, parameters: dict, root: Path) -> None:
     """Execute ``notebook`` with ``parameters`` (the kernel's working folder: ``root``) into
-    ``output``, whose metadata then records paths relative to ``root``."""
+    ``output``, whose metadata then records paths relative to ``root``. The terminal shows each
+    cell and each training epoch as they run (:class:`TerminalProgress`).
+
+    Raises:
+        SystemExit: the executed notebook shows a reader what it should not (a warning, an error,
+            a progress bar, a figure made but not shown; :func:`~ucdir_core.companion.report_checks.output_problems`).
+    """
     import nbformat
     import papermill as pm
 
-
     manager, config = quiet_kernel_manager()
-    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(root), kernel_name="python3",
-                        progress_bar=sys.stderr.isatty(), log_output=False, kernel_manager_class=manager,
-                        config=config)
+    progress = TerminalProgress(len(nbformat.read(str(notebook), as_version=4).cells) + 1)  # + the parameters cell
+    log = logging.getLogger("papermill")
+    level, propagate = log.level, log.propagate
+    log.addHandler(progress)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(root), kernel_name="python3",
+                            progress_bar=False, log_output=True, stdout_file=progress, kernel_manager_class=manager,
+                            config=config)
+    finally:
+        log.removeHandler(progress)
+        log.setLevel(level)
+        log.propagate = propagate
     nb = nbformat.read(str(output), as_version=4)
     relative_papermill_paths(nb, root)
     nbformat.write(nb, str(output))
+    problems = output_problems(nb)
+    if problems:
+        raise SystemExit(f"{display_path(output, root)}: " + "; ".join(problems))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ drift, warnings, errors, figures made but not shown; and papermill's paths made 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,11 +48,24 @@ FIGURE_CALLS = ("class_counts_figure(", "image_grid(", "training_curves(", "abla
                 "ablation_directions(", "alignment_curves(", "ablation_over_directions(")
 
 
+_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+
+
+def _is_progress_bar(output: Mapping[str, Any]) -> bool:
+    """Whether a cell output is a progress bar: a widget, or text that draws one."""
+    data = output.get("data", {})
+    if "application/vnd.jupyter.widget-view+json" in data:
+        return True
+    text = output.get("text", data.get("text/plain", ""))
+    text = "".join(text) if isinstance(text, list) else text
+    return bool(_BAR.search(text)) or "\r" in text
+
+
 def output_problems(nb: Mapping[str, Any]) -> list[str]:
     """What an executed notebook shows that a reader should not see, or fails to show: stderr
-    output (warnings), errors, and cells that make a figure (:data:`FIGURE_CALLS`) with neither an
-    image among their outputs nor a note (Markdown) saying why there is none. One line per
-    problem; empty when there is none."""
+    output (warnings), errors, progress bars (a widget, or a text bar such as ``12%|##  | 3/25``),
+    and cells that make a figure (:data:`FIGURE_CALLS`) with neither an image among their outputs
+    nor a note (Markdown) saying why there is none. One line per problem; empty when there is none."""
     problems = []
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
@@ -64,6 +78,8 @@ def output_problems(nb: Mapping[str, Any]) -> list[str]:
                 problems.append(f"cell {i}: stderr: {text.strip()[:200]}")
             elif o["output_type"] == "error":
                 problems.append(f"cell {i}: error {o.get('ename')}: {o.get('evalue', '')[:200]}")
+            if _is_progress_bar(o):
+                problems.append(f"cell {i}: a progress bar is left in the output")
         makes_figure = any(call in src for call in FIGURE_CALLS)
         shown = any("image/png" in o.get("data", {}) for o in outputs)
         noted = any("text/markdown" in o.get("data", {}) for o in outputs)  # says why there is no figure
