@@ -1,14 +1,17 @@
-"""PACS benchmark: every pair, the anchors and every loss ablation row, both splits, and one run of
-the paper's end-to-end code path, on 2 CPU cores.
+"""PACS benchmark: every pair, the anchors, every loss ablation row of UCDIR and the rows of its
+successor ProtoOT (``protoot``, and ``protoot_in_domain``: its in-domain loss only), both splits,
+and one run of the paper's end-to-end code path, on 2 CPU cores.
 
     python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
     python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
+    python -m benchmarks.pacs --methods protoot protoot_in_domain --no-end-to-end   # add rows to the file
 
-Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; README, "PACS benchmark"). Every method of
+Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; docs/results.md, "PACS benchmark"). Every method of
 a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Rows
 ``baseline``, ``centered`` and ``oracle`` are the anchors (:mod:`ucdir_core.evaluation.anchors`), computed from
 the same untrained features of the same evaluated images. ``alignment[split][method]["a-b"]``
-holds domain mixing and class agreement of every row. ``end_to_end`` is the paper's code path
+holds domain mixing and class agreement of every row. Second seeds (``seeds``): ``instance``,
+``full`` and ``protoot``, full split. ``end_to_end`` is the paper's code path
 (:func:`end_to_end_config`). Results are written after every run, and a rerun skips finished
 runs. Run folders go to ``runs/pacs``, where the notebooks find them.
 """
@@ -29,14 +32,14 @@ import numpy as np
 import torch
 
 from ucdir_core import companion as C
-from ucdir_core.method.ablation import ABLATIONS, ablation_config
+from ucdir_core.method.ablation import ROWS, ablation_config
 from ucdir_core.evaluation.anchors import ANCHORS
 from ucdir_core.base.config import UCDIRConfig, config_differences, get_preset
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-METHODS = (*ANCHORS, *ABLATIONS)
-TABLE_ORDER = ("baseline", "centered", *ABLATIONS, "oracle")  # rows of the tables, the ceiling last
-SEEDED = ("instance", "full")  # rows repeated with a second seed
+METHODS = (*ANCHORS, *ROWS)
+TABLE_ORDER = ("baseline", "centered", *ROWS, "oracle")  # rows of the tables, the ceiling last
+SEEDED = ("instance", "full", "protoot")  # rows repeated with a second seed
 
 def git_commit() -> str:
     try:
@@ -47,7 +50,7 @@ def git_commit() -> str:
 
 def base_config(root: str):
     """The ``pacs`` preset (the regime) on the PACS folder at ``root``."""
-    return get_preset("pacs").replace(root=str(Path(root).resolve()), dataset="pacs")
+    return get_preset("pacs").replace(root=os.path.abspath(root), dataset="pacs")
 
 
 def regime_differences(saved: dict | None, cfg: UCDIRConfig) -> list[str]:
@@ -98,18 +101,18 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
     running statistics. Trained in batch-statistics mode, as in the reference, one epoch replaces
     them with those of the augmented training batches, and the evaluated features fall from P@1
     28 to 17 on photo<->sketch at 64 px *with a learning rate of 1e-9* (no weight moved): a
-    compressed schedule leaves the weights no time to adapt to the new statistics (README,
+    compressed schedule leaves the weights no time to adapt to the new statistics (docs/results.md,
     "The paper's code path").
 
     ``head_init="pca"`` replaces the reference's random MLP head with this project's identity + PCA
     initialisation (a diagnosis: with the random head, the compressed schedule ends below the
-    untrained features' P@1; README, "The paper's code path").
+    untrained features' P@1; docs/results.md, "The paper's code path").
     """
     paper = get_preset("domainnet")
     frac = epochs / paper.epochs
     at = lambda e: max(1, round(e * frac))  # noqa: E731
     return paper.replace(
-        dataset="pacs", root=str(Path(root).resolve()), domains=tuple(pair), image_size=image_size,
+        dataset="pacs", root=os.path.abspath(root), domains=tuple(pair), image_size=image_size,
         resize_size=image_size, epochs=epochs, clustering_start=at(paper.clustering_start), cluster_contrastive_start=at(paper.cluster_contrastive_start),
         cluster_contrastive_sat=at(paper.cluster_contrastive_sat), self_entropy_start=at(paper.self_entropy_start), distance_of_distance_start=at(paper.distance_of_distance_start), momentum=momentum,
         lr=lr, freeze_bn=freeze_bn, head_init=head_init, eval_ks=(1, 5, 15), eval_every=1, workers=0,

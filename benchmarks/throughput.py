@@ -11,6 +11,7 @@ time spent in cluster-wise contrastive + self-entropy + distance-of-distance.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     print("|---|---|---:|---:|---:|---:|")
     measure("digits", get_preset("digits").replace(device="cpu"), args.steps)
     if Path(args.pacs).is_dir():
-        measure("pacs photo-sketch", get_preset("pacs").replace(root=str(Path(args.pacs).resolve()), device="cpu"),
+        measure("pacs photo-sketch", get_preset("pacs").replace(root=os.path.abspath(args.pacs), device="cpu"),
                 args.steps)
     return 0
 

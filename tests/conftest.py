@@ -30,3 +30,32 @@ def digits_root(tmp_path_factory):
     from ucdir_core.data.digits import build_digits
 
     return build_digits(tmp_path_factory.mktemp("digits"), seed=0, per_class=12)
+
+
+def killed_and_resumed(cfg, tmp_path: Path, monkeypatch, kill_epoch: int):
+    """Train ``cfg`` uninterrupted, and again killed during epoch ``kill_epoch`` then resumed: the two
+    histories without their wall times, which a resume must make equal."""
+    import torch
+
+    from ucdir_core.training.build import train
+    from ucdir_core.training.trainer import Trainer
+
+    def quiet(_msg):
+        pass
+
+    full = train(cfg, tmp_path / "full", progress=False, log=quiet)
+    original = Trainer.train_epoch
+
+    def killed(self, epoch):
+        if epoch == kill_epoch:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, log=quiet)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == kill_epoch
+    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False, log=quiet)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in h]  # noqa: E731
+    return strip(full), strip(resumed)

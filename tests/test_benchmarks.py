@@ -130,7 +130,7 @@ def test_readme_shows_the_recorded_end_to_end_trials():
 
     root = Path(__file__).resolve().parents[1]
     doc = json.loads((root / "results" / "pacs_end_to_end_gpu.json").read_text())
-    assert end_to_end_trials_table(doc) in (root / "README.md").read_text()
+    assert end_to_end_trials_table(doc) in (root / "docs" / "results.md").read_text()
 
 
 def test_results_file_regime_matches_the_preset_and_another_regime_is_refused(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import killed_and_resumed
 from ucdir_core import get_preset
 from ucdir_core.base.config import LEGACY_KEYS, UCDIRConfig
 from ucdir_core.base.pair import DomainPair
@@ -23,7 +24,6 @@ from ucdir_core.method.schedules import LossWeights
 from ucdir_core.method.ucdir import LossParams, ucdir_objective
 from ucdir_core.training import runs
 from ucdir_core.training.build import train
-from ucdir_core.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -92,20 +92,8 @@ def test_a_second_method_is_one_module_behind_the_interface(tiny_cfg, tmp_path, 
 
 def test_a_methods_state_is_restored_on_resume(tiny_cfg, tmp_path, toy_registered, monkeypatch):
     cfg = tiny_cfg.replace(method="toy", epochs=3)
-    full = train(cfg, tmp_path / "full", progress=False, log=lambda s: None)
-    original = Trainer.train_epoch
-
-    def killed(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False, log=lambda s: None)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False, log=lambda s: None)
-    assert strip(resumed) == strip(full)
+    full, resumed = killed_and_resumed(cfg, tmp_path, monkeypatch, kill_epoch=2)
+    assert resumed == full
     steps = [torch.load(p / runs.LAST, weights_only=True)["method"]["steps"] for p in (tmp_path / "full", tmp_path / "killed")]
     assert steps[0] == steps[1] > 0
 
@@ -226,7 +214,7 @@ def test_ablation_config_switches_off_exactly_its_losses():
     inst = rows["instance"]
     assert inst.cluster_contrastive_weight_start == inst.cluster_contrastive_weight_sat == 0
     assert inst.clustering_start == cfg.epochs  # never clusters
-    with pytest.raises(ValueError, match="unknown ablation"):
+    with pytest.raises(ValueError, match="unknown table row"):
         ablation_config(cfg, "nope")
 
 

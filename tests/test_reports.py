@@ -3,6 +3,7 @@ paths, no kernel noise, executed reports in step with their sources, queries cho
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
@@ -63,8 +64,20 @@ def test_no_machine_paths_in_outputs(path):
 def test_config_text_shows_the_root_relative(tmp_path):
     from ucdir_core.base.config import get_preset
 
-    cfg = get_preset("pacs").replace(root=str((ROOT.parent / "shared" / "data" / "pacs").resolve()))
+    cfg = get_preset("pacs").replace(root=os.path.abspath(ROOT.parent / "shared" / "data" / "pacs"))
     assert json.loads(R.config_text(cfg))["root"] == "../shared/data/pacs"
+
+
+def test_a_symlinked_data_folder_is_shown_as_laid_out(tmp_path, monkeypatch):
+    project = tmp_path / "work" / "ucdir"
+    (project / "ucdir_core").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    (tmp_path / "elsewhere" / "data" / "pacs").mkdir(parents=True)
+    (tmp_path / "work" / "shared").symlink_to(tmp_path / "elsewhere")  # ../shared is a link
+    monkeypatch.chdir(project)
+    cfg = R.notebook_config("../shared/data/pacs", preset="pacs")
+    assert json.loads(R.config_text(cfg))["root"] == "../shared/data/pacs"
+    assert R.dataset_location(cfg) == "../shared/data/pacs"
 
 
 def test_relative_papermill_paths():

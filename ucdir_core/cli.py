@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset, override_key
+from ucdir_core.base.config import PRESETS, RESUMABLE_KEYS, UCDIRConfig, get_preset, override_key
 from ucdir_core.base.distributed import init_from_env, is_main
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.io import write_json
@@ -23,13 +23,22 @@ from ucdir_core.inference.loading import evaluate_run
 from ucdir_core.inference.retrieval import retrieve
 from ucdir_core.method.registry import METHODS
 from ucdir_core.training.build import train
+from ucdir_core.training.runs import RunFolder
 
-_EPILOG = "Config keys (use with --set key=value):\n" + "\n".join(
-    f"  {name:32s} default {getattr(UCDIRConfig(), name)!r}" for name in UCDIRConfig.__dataclass_fields__
-)
+def config_epilog(preset: str) -> str:
+    """The list of config keys with the values that preset ``preset`` gives them (``train --help``)."""
+    cfg = get_preset(preset)
+    head = (f"Config keys (use with --set key=value), with the values of preset {preset}, the one this command "
+            "uses (--preset NAME, or --root without --preset: folder; neither: digits; `ucdir train --preset NAME "
+            "--help` lists another's):")
+    notes = {"num_clusters": "  (from the folders: the number of class folders both domains share)"} \
+        if preset == "folder" else {}
+    return head + "\n" + "\n".join(f"  {name:34s} {getattr(cfg, name)!r}{notes.get(name, '')}"
+                                   for name in UCDIRConfig.__dataclass_fields__)
 
 
-def _add_config_options(p: argparse.ArgumentParser) -> None:
+def _add_config_options(p: argparse.ArgumentParser, preset: str = "digits") -> None:
+    cfg = get_preset(preset)
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="named preset (default: folder when --root is given, with K = the number of class "
                         "folders both domains share; digits, the embedded benchmark, otherwise)")
@@ -38,9 +47,11 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domains", nargs=2, metavar=("A", "B"), help="the two domain folder names (default: the preset's)")
     p.add_argument("--split", choices=["full", "heldout"], help="full: train and evaluate on all images (the "
                    "reference protocol); heldout: seeded per-class 80/20 split (default: full)")
-    p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
-    p.add_argument("--method", choices=sorted(METHODS), help="training method (default: the preset's)")
-    p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_moco | small_cnn | tv:NAME | timm:NAME")
+    p.add_argument("--epochs", type=int, help=f"number of epochs (default: the {preset} preset's, {cfg.epochs})")
+    p.add_argument("--method", choices=sorted(METHODS), help=f"training method (default: the {preset} preset's, "
+                   f"{cfg.method})")
+    p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_moco | small_cnn | tv:NAME | timm:NAME "
+                   f"(default: the {preset} preset's, {cfg.backbone})")
     p.add_argument("--checkpoint", help="MoCo v2 checkpoint file for --backbone resnet50_moco")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps (default auto)")
@@ -48,15 +59,36 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="override any config key, repeatable (see the list below)")
 
 
+def preset_name(args: argparse.Namespace) -> str:
+    """The preset a train command uses: ``--preset``, else ``folder`` with ``--root``, else ``digits``."""
+    return getattr(args, "preset", None) or ("folder" if getattr(args, "root", None) else "digits")
+
+
 def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
-    preset = args.preset or ("folder" if args.root else "digits")
-    cfg = get_preset(preset)
+    """The run config a ``ucdir train`` command describes. With ``--resume`` on a folder that holds
+    a run, its saved config, with the options given on top (only :data:`RESUMABLE_KEYS` may change).
+
+    Raises:
+        ValueError: options that do not fit (one line), e.g. the paper's backbone without its checkpoint.
+    """
     direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "method", "backbone", "checkpoint", "seed",
                                              "device")}
     changes = {k: v for k, v in direct.items() if v is not None}
     if args.domains:
         changes["domains"] = tuple(args.domains)
-    cfg = cfg.replace(**changes).with_overrides(args.set)
+    run = RunFolder(args.run_dir) if getattr(args, "run_dir", None) else None
+    if getattr(args, "resume", False) and run is not None and run.exists():
+        return run.config().replace(**changes).with_overrides(args.set)
+    preset = preset_name(args)
+    cfg = get_preset(preset).replace(**changes).with_overrides(args.set)
+    paper_backbone = get_preset(preset).backbone
+    if cfg.backbone == "resnet50_moco" and cfg.checkpoint is None:
+        raise ValueError(f"preset {preset} trains the paper's backbone, ResNet-50 from MoCo v2: pass --checkpoint FILE "
+                         "(MoCo v2's moco_v2_800ep_pretrain.pth.tar), or choose another backbone on purpose with "
+                         "--backbone NAME (it is recorded in config.json)")
+    if cfg.backbone != paper_backbone:
+        print(f"note: preset {preset}'s backbone is {paper_backbone}; training {cfg.backbone} as asked (recorded in "
+              "config.json)")
     if preset == "folder":
         if cfg.root is None or not args.domains and "domains" not in _set_keys(args.set):
             raise ValueError("preset folder needs --root DIR and --domains A B (the two domain folders to retrieve "
@@ -71,18 +103,24 @@ def _set_keys(overrides: list[str]) -> set[str]:
     return {override_key(s) for s in overrides}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ucdir`` parser; ``train --help`` shows the values of the preset that ``argv`` selects."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    pre.add_argument("--root")
+    known, _ = pre.parse_known_args(argv if argv is not None else sys.argv[1:])
+    preset = preset_name(known) if known.preset in (None, *PRESETS) else "digits"
     parser = argparse.ArgumentParser(prog="ucdir", description="Unsupervised cross-domain image retrieval (UCDIR, "
                                      "Hu & Lee, ECCV 2022).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train UCDIR on two domains", epilog=_EPILOG,
+    p = sub.add_parser("train", help="train UCDIR on two domains", epilog=config_epilog(preset),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train UCDIR. A run folder receives config.json, history.jsonl (one JSON line "
                                    "per epoch), last.pt (every epoch, written atomically; the one before is kept "
                                    "as prev.pt), best.pt, split.json, manifest.json and summary.json. One process "
                                    "at a time may write a run folder.")
-    _add_config_options(p)
+    _add_config_options(p, preset)
     p.add_argument("--run-dir", required=True, help="run folder (created if missing; a folder that already "
                    "holds a run needs --resume or --overwrite)")
     reuse = p.add_mutually_exclusive_group()
@@ -140,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args) -> int:
     init_from_env()  # joins the process group under torchrun; nothing otherwise
     cfg = config_from_args(args)
-    history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet,
+    # progress bars on a terminal only; a log redirected to a file gets the plain per-epoch lines
+    history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
                     allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv, overwrite=args.overwrite)
     if not is_main():
         return 0
@@ -225,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; any error in the user's input or files ends in one line and exit status 2."""
     from PIL import Image
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "retrieve": _cmd_retrieve, "data": _cmd_data}
     try:
         check_args(args)

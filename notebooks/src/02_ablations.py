@@ -6,8 +6,10 @@
 #
 # The paper's ablation with the same budget for every row: instance contrastive only; + cluster-wise
 # contrastive; + self-entropy (with cluster-wise); + distance-of-distance (with cluster-wise); all
-# four. The table is the notebook's pair: the last epoch's numbers, averaged over both retrieval
-# directions; deltas are against instance-only. When the dataset has a benchmark results file
+# four. Beside it, its successor ProtoOT (Li et al., AAAI 2024) on the same data, backbone and
+# epochs: its in-domain loss alone, and with the cross-domain loss (the method). The table is the
+# notebook's pair: the last epoch's numbers, averaged over both retrieval directions; deltas are
+# against instance-only. When the dataset has a benchmark results file
 # (`results/<dataset>.json`, e.g. the PACS benchmark's), the figure shows every direction of every
 # pair from it, with the second seed and the anchor rows (per-domain centring, a labelled linear
 # map) where the file has them; otherwise it shows the notebook's pair. Whatever they show is
@@ -21,7 +23,7 @@ from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
 from ucdir_core.companion.figures import ablation_bars
-from ucdir_core.method.ablation import ABLATIONS, ablation_config
+from ucdir_core.method.ablation import ROWS, ablation_config
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
@@ -29,7 +31,7 @@ results = C.load_results(cfg.dataset)  # None when the dataset has no results fi
 
 # %%
 rows = {}
-for name in ABLATIONS:
+for name in ROWS:
     run_cfg = ablation_config(cfg, name)
     run_dir = out.runs / C.run_name(cfg, name)
     C.train_or_load(run_cfg, run_dir, progress=False)
@@ -53,6 +55,6 @@ C.show_figure(fig, "02_ablation", out.figures, pdf=True, caption=caption)
 # ## Check
 
 # %%
-assert list(table.index) == list(ABLATIONS) and table.notna().all().all()
+assert list(table.index) == list(ROWS) and table.notna().all().all()
 assert ((table >= 0) & (table <= 100)).all().all()
 print("ok")

@@ -5,13 +5,14 @@
 # Image Retrieval*, ECCV 2022 ([arXiv:2207.09721](https://arxiv.org/abs/2207.09721)).
 #
 # UMAP of both domains' embeddings: the pretrained backbone's pooled features before training, and
-# the trained key encoder's embeddings after (the run of `01_train`). Two numbers go with each:
-# **domain mixing** (share of each image's 10 nearest neighbours from the other domain, relative to
-# perfect mixing: 0 = apart, 1 = mixed) and **class agreement** (share of the 10 nearest neighbours
-# with the image's class, in percent). Then the same two numbers at every evaluated epoch of each
-# ablation run of `02_ablations`, with the entropy of how one domain's embeddings spread over the
-# other domain's k-means prototypes (what self-entropy and distance-of-distance act on), where the
-# runs recorded them.
+# the trained key encoder's embeddings after UCDIR (`full`, the run of `01_train`) and after its
+# successor ProtoOT (Li et al., AAAI 2024: the domains aligned by optimal transport onto
+# prototypes; the run of `02_ablations`). Two numbers go with each: **domain mixing** (share of
+# each image's 10 nearest neighbours from the other domain, relative to perfect mixing: 0 = apart,
+# 1 = mixed) and **class agreement** (share of the 10 nearest neighbours with the image's class, in
+# percent). Then the same two numbers at every evaluated epoch of each run of `02_ablations`, with
+# the entropy of how one domain's embeddings spread over the other domain's k-means prototypes
+# (what self-entropy and distance-of-distance act on), where the runs recorded them.
 
 #PARAMS#
 
@@ -23,26 +24,31 @@ from IPython.display import Markdown, display
 from ucdir_core import companion as C
 from ucdir_core.companion.figures import alignment_curves, umap_panels
 from ucdir_core.evaluation.alignment import mixing_and_agreement, umap_2d
+from ucdir_core.method.ablation import ablation_config
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-run_dir = out.runs / C.run_name(cfg, "full")
-history = C.train_or_load(cfg, run_dir, progress=False)
+runs = {"UCDIR full": out.runs / C.run_name(cfg, "full"), "ProtoOT": out.runs / C.run_name(cfg, "protoot")}
+C.train_or_load(cfg, runs["UCDIR full"], progress=False)
+C.train_or_load(ablation_config(cfg, "protoot"), runs["ProtoOT"], progress=False)
 
 # %%
 _, before = C.baseline_report(cfg)
-after, labels, _ = C.run_embeddings(run_dir)
-stats = {name: mixing_and_agreement(emb.a, labels.a, emb.b, labels.b) for name, emb in (("before", before), ("after", after))}
+embeddings = {"before": before}
+for name, run_dir in runs.items():
+    embeddings[name], labels, _ = C.run_embeddings(run_dir)
+stats = {name: mixing_and_agreement(emb.a, labels.a, emb.b, labels.b) for name, emb in embeddings.items()}
 table = pd.DataFrame(stats).T.rename(columns={"domain_mixing": "domain mixing", "class_agreement": "class agreement %"})
 display(Markdown(C.provenance(cfg, "last epoch") + "\n\n" + table.round(3).to_markdown()))
 
 # %%
-panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb in (("before", before), ("after", after))}
+panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb in embeddings.items()}
 domain = np.r_[np.zeros(len(labels.a), int), np.ones(len(labels.b), int)]
 classes = C.class_names(cfg)
 fig = umap_panels(panels, domain, np.r_[labels.a, labels.b], cfg.domains, classes)
 C.show_figure(fig, "03_umap_alignment", out.figures, pdf=True,
-              caption="UMAP before (pretrained backbone) and after training, by domain and by class. "
+              caption="UMAP before training (pretrained backbone), after UCDIR (full) and after ProtoOT, by domain "
+              "and by class. "
               + C.provenance(cfg, "last epoch"))
 
 # %%

@@ -7,6 +7,7 @@ Logic lives here so that each notebook cell is a call and a display.
 from __future__ import annotations
 
 import json
+import os
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     cfg = get_preset(preset)
     changes: dict[str, Any] = {"seed": seed, "device": device}
     if data != "digits":  # a relative root is read from the project root, wherever the kernel runs
-        changes["root"] = str((project_root() / data).resolve())
+        changes["root"] = os.path.abspath(project_root() / data)  # symlinks kept: captions show the path as laid out
         changes["dataset"] = name
     if domains:
         changes["domains"] = tuple(domains)

@@ -10,7 +10,7 @@ from ucdir_core.companion.experiments import run_name
 from ucdir_core.companion.figures import ablation_directions
 from ucdir_core.companion.paths import results_path
 from ucdir_core.evaluation.anchors import REFERENCE_ANCHORS
-from ucdir_core.method.ablation import ABLATIONS
+from ucdir_core.method.ablation import ROWS
 from ucdir_core.training import runs
 
 
@@ -25,7 +25,7 @@ def ablation_histories(runs_dir: str | Path, cfg, methods: Sequence[str] | None 
     (``runs_dir / run_name(cfg, method)``; the runs ``02_ablations`` trains or reads). Methods
     without a run folder are left out."""
     out = {}
-    for method in methods or ABLATIONS:
+    for method in methods or ROWS:
         rows = runs.RunFolder(Path(runs_dir) / run_name(cfg, method)).history()
         if rows:
             out[method] = rows
@@ -45,7 +45,7 @@ def ablation_over_directions(res: Mapping[str, Any], metrics: Sequence[str] = ("
     ``res["seeds"][s]`` (the first other seed) for the seed spread, and the anchor rows
     :data:`~ucdir_core.evaluation.anchors.REFERENCE_ANCHORS` where present.
     """
-    methods = ["baseline", *ABLATIONS]
+    methods = ["baseline", *(m for m in ROWS if any(m in split for split in res["results"].values()))]
     other_seeds = sorted(res.get("seeds", {}))
     seeds = res["seeds"][other_seeds[0]] if other_seeds else None
     fig = ablation_directions(res["results"], methods, metrics, seeds=seeds, anchors=REFERENCE_ANCHORS)

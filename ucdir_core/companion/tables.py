@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ucdir_core.base.config import UCDIRConfig
-from ucdir_core.method.ablation import ABLATIONS
+from ucdir_core.method.ablation import ROWS
 
 
 def mean_over_directions(report: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -73,7 +73,7 @@ def tables_from_results(path: str | Path):
     res = json.loads(Path(path).read_text())
     cfg = res.get("config", {})
     out = {}
-    order = ["baseline", "centered", *ABLATIONS, "oracle"]  # the anchors below and above the methods
+    order = ["baseline", "centered", *ROWS, "oracle"]  # the anchors below and above the methods
     for split, methods in res["results"].items():
         rows = {}
         for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):

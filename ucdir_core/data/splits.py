@@ -66,16 +66,19 @@ class SplitImages:
 
 def load_split_images(cfg: UCDIRConfig, split_path: Path | None = None, manifest_path: Path | None = None,
                       allow_unmatched_classes: bool = False, check: bool = True,
-                      log: Callable[[str], None] = print) -> DomainPair[SplitImages]:
+                      log: Callable[[str], None] = print,
+                      before_writing: Callable[[DomainPair[SplitImages]], None] | None = None
+                      ) -> DomainPair[SplitImages]:
     """Scan, check (broken files are skipped, counted and listed in the manifest), subsample and split.
 
     The held-out split is read from ``split_path`` when that file exists, and otherwise drawn and
     written there (``None``: drawn, not written). The check's manifest goes to ``manifest_path``
-    (``None``: not written).
+    (``None``: not written). Nothing is written before the sizes are checked
+    (:func:`check_sizes`, then ``before_writing``).
 
     Raises:
-        DataError: a missing folder, no usable images, unmatched classes, or files of a saved
-            split that are gone.
+        DataError: a missing folder, no usable images, unmatched classes, files of a saved split
+            that are gone, or data too small for the settings.
     """
     root = resolve_root(cfg)
     # DomainNet's folders hold 345 classes; the benchmark uses its 7-class subset
@@ -87,23 +90,50 @@ def load_split_images(cfg: UCDIRConfig, split_path: Path | None = None, manifest
         if bad:
             where = Path(manifest_path).name if manifest_path else "the data check's manifest"
             log(f"warning: skipping {len(bad)} broken files (listed in {where})")
-        if manifest_path is not None:
-            write_json(Path(manifest_path), report.to_dict())
     images = load_domains(root, cfg.domains, classes=classes, bad_files=bad,
                           allow_unmatched_classes=allow_unmatched_classes)
     images = DomainPair(*(subsample(d, cfg.max_images_per_domain, cfg.seed) for d in images))
+    record = None
     if cfg.split == "full":
-        return images.map(lambda d: SplitImages(d, d))
-    if split_path is not None and Path(split_path).exists():
-        return _read_saved_split(images, Path(split_path))
-    out, record = [], {}
-    for d in images:
-        tr, te = heldout_split(d.labels, cfg.heldout_fraction, cfg.split_seed)
-        out.append(SplitImages(d.subset(tr), d.subset(te)))
-        record[d.name] = {"train": out[-1].train.paths, "test": out[-1].test.paths}
-    if split_path is not None:
+        out = images.map(lambda d: SplitImages(d, d))
+    elif split_path is not None and Path(split_path).exists():
+        out = _read_saved_split(images, Path(split_path))
+    else:
+        parts, record = [], {}
+        for d in images:
+            tr, te = heldout_split(d.labels, cfg.heldout_fraction, cfg.split_seed)
+            parts.append(SplitImages(d.subset(tr), d.subset(te)))
+            record[d.name] = {"train": parts[-1].train.paths, "test": parts[-1].test.paths}
+        out = DomainPair(*parts)
+    check_sizes(cfg, out)
+    if before_writing is not None:
+        before_writing(out)
+    if check and manifest_path is not None:
+        write_json(Path(manifest_path), report.to_dict())
+    if record is not None and split_path is not None:
         write_split(Path(split_path), record)
-    return DomainPair(*out)
+    return out
+
+
+def check_sizes(cfg: UCDIRConfig, images: DomainPair[SplitImages]) -> None:
+    """Refuse, in one line naming the domain, the numbers and the option that fixes it, data too
+    small for the settings: a domain with no training or no evaluated image (a held-out split of
+    classes with one image each), or more k-means clusters than a domain's training images.
+
+    Raises:
+        DataError: as above.
+    """
+    for s in images:
+        name = s.train.name
+        if len(s.test) == 0 or len(s.train) == 0:
+            raise DataError(f"domain {name}: the held-out split leaves {len(s.train)} training and {len(s.test)} "
+                            f"evaluated images ({len(s.train) + len(s.test)} in all, heldout_fraction "
+                            f"{cfg.heldout_fraction:g}); each side needs at least one (classes with one image "
+                            "cannot be split): add images, or use --split full")
+        k = max(cfg.num_clusters)
+        if k > len(s.train):
+            raise DataError(f"num_clusters {k} is larger than domain {name}'s {len(s.train)} training images; pass "
+                            f"--set num_clusters=N with N <= {len(s.train)}")
 
 
 def _read_saved_split(images: DomainPair[DomainImages], split_path: Path) -> DomainPair[SplitImages]:

@@ -14,6 +14,7 @@ from torch import Tensor
 from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.data.identity import check_identity
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.evaluation.embedding import Embedder
 from ucdir_core.method.model import MomentumEncoders
@@ -49,6 +50,7 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
         ValueError: ``which`` is neither ``last`` nor ``best``.
         FileNotFoundError: no run or no such checkpoint.
         RunError: a checkpoint that is unreadable, or written under another config or for other data.
+        DataError: the run's files changed since it was trained (named).
     """
     run = runs.RunFolder(run_dir)
     cfg = run.config()
@@ -61,6 +63,7 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
     state = runs.load_checkpoint(path)
     parts = build_parts(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None,
                         init_head=False, read_only=True)  # the checkpoint overwrites the head
+    check_identity(run.identity(), parts.identity, str(run.file(runs.DATASET)))
     device = select_device(cfg.device)
     inputs = parts.inputs.domains
     model = MomentumEncoders(parts.encoder, inputs.map(lambda d: len(d.train_eval)), dim=cfg.feature_dim,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.method.interface import Method
+from ucdir_core.method.protoot import ProtoOT
 from ucdir_core.method.ucdir import UCDIR
 
 #: config name -> method class
-METHODS: dict[str, type[Method]] = {UCDIR.name: UCDIR}
+METHODS: dict[str, type[Method]] = {UCDIR.name: UCDIR, ProtoOT.name: ProtoOT}
 
 
 def build_method(cfg: UCDIRConfig) -> Method:

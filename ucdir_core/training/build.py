@@ -10,26 +10,30 @@ from typing import Callable
 
 import torch
 
-from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base import distributed as D
+from ucdir_core.base.config import RESUMABLE_KEYS, UCDIRConfig, config_differences
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
+from ucdir_core.data.identity import dataset_identity
 from ucdir_core.data.inputs import PipelineInputs, build_inputs
+from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import SplitImages, load_split_images
 from ucdir_core.evaluation.embedding import embed
 from ucdir_core.method.model import Encoder, init_head_pca
 from ucdir_core.training import runs
-from ucdir_core.training.trainer import Trainer
+from ucdir_core.training.trainer import Trainer, epoch_batch_size
 
 
 @dataclass
 class ModelParts:
-    """What a model is built from: the split images, the input pipeline's inputs, and the query
-    encoder (backbone part and head) before any training."""
+    """What a model is built from: the split images, the input pipeline's inputs, the query encoder
+    (backbone part and head) before any training, and the dataset's identity."""
 
     images: DomainPair[SplitImages]
     inputs: PipelineInputs
     encoder: Encoder
+    identity: dict
 
 
 def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: bool = True,
@@ -46,7 +50,10 @@ def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: b
     run = runs.RunFolder(run_dir) if run_dir is not None else None
     split = run.file(runs.SPLIT) if run is not None and (not read_only or run.file(runs.SPLIT).exists()) else None
     manifest = run.file(runs.MANIFEST) if run is not None and not read_only else None
-    images = load_split_images(cfg, split, manifest, allow_unmatched_classes=allow_unmatched_classes, log=log)
+    images = load_split_images(cfg, split, manifest, allow_unmatched_classes=allow_unmatched_classes, log=log,
+                               before_writing=lambda imgs: epoch_batch_size(cfg, max(len(s.train) for s in imgs)
+                                                                            // D.world_size()))
+    identity = dataset_identity(images, resolve_root(cfg))
     inputs = build_inputs(cfg, images, progress)
     seed_model_init(cfg.seed)
     encoder = Encoder(inputs.module, inputs.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
@@ -56,7 +63,7 @@ def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: b
         feats = [embed(encoder.backbone.to(device), d.train_eval, device, cfg.eval_batch_size, cfg.workers)
                  for d in inputs.domains]
         init_head_pca(encoder, torch.cat(feats).cpu())
-    return ModelParts(images, inputs, encoder)
+    return ModelParts(images, inputs, encoder, identity)
 
 
 def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
@@ -64,7 +71,9 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
                   ) -> tuple[Trainer, DomainPair[SplitImages]]:
     """A trainer for ``cfg`` in ``run_dir`` (:func:`build_parts`, then the model, method and optimiser)."""
     parts = build_parts(cfg, run_dir, progress, allow_unmatched_classes, log, init_head)
-    return Trainer(cfg, run_dir, parts.inputs.domains, parts.encoder, progress=progress, log=log), parts.images
+    trainer = Trainer(cfg, run_dir, parts.inputs.domains, parts.encoder, progress=progress, log=log,
+                      identity=parts.identity)
+    return trainer, parts.images
 
 
 def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -84,9 +93,12 @@ def _train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool, progress: bool, 
     run = runs.RunFolder(run_dir)
     if resume and run.exists():
         saved = run.config()
-        if saved != cfg:
+        changed = config_differences(saved.to_dict(), cfg)
+        if changed and set(changed) <= set(RESUMABLE_KEYS):
+            log("resuming with " + ", ".join(f"{k} {getattr(saved, k)} -> {getattr(cfg, k)}" for k in changed))
+        elif changed:
             warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=3)
-        cfg = saved
+            cfg = saved
     resuming = resume and run.has_checkpoint()  # weights come from last.pt (or prev.pt)
     trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
     return trainer.fit(resume=resume, command=command)

@@ -32,9 +32,10 @@ BEST = "best.pt"
 SPLIT = "split.json"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+DATASET = "dataset.json"
 LOCK = ".lock"
 #: the files of a run, deleted by ``--overwrite``
-RUN_FILES = (CONFIG, HISTORY, LAST, PREV, BEST, SPLIT, MANIFEST, SUMMARY)
+RUN_FILES = (CONFIG, HISTORY, LAST, PREV, BEST, SPLIT, MANIFEST, SUMMARY, DATASET)
 #: history keys renamed to the paper's loss names; rows written before are read under the new names
 LEGACY_HISTORY_KEYS = {"loss_instance": "loss_instance_contrastive", "loss_cluster": "loss_cluster_contrastive",
                        "w_instance": "w_instance_contrastive", "w_cluster": "w_cluster_contrastive"}
@@ -116,6 +117,7 @@ class RunFolder:
             yield
             return
         self.check_folder()
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         fd = self._acquire(fcntl)
         try:
@@ -125,6 +127,8 @@ class RunFolder:
         finally:
             self.file(LOCK).unlink(missing_ok=True)
             os.close(fd)
+            if created and not any(self.path.iterdir()):  # a start that failed leaves no folder behind
+                self.path.rmdir()
 
     def _acquire(self, fcntl) -> int:
         """An open descriptor of ``.lock`` holding its exclusive lock, the file still in place."""
@@ -160,18 +164,41 @@ class RunFolder:
             D.barrier()
             yield
 
-    def start(self, cfg: UCDIRConfig, command: list[str] | None = None) -> None:
-        """Create the folder, drop an earlier run's checkpoints and summary, and write the config and
-        the history's first line (command, config, thread and DataLoader worker counts)."""
+    def start(self, cfg: UCDIRConfig, command: list[str] | None = None, identity: dict[str, Any] | None = None,
+              header: dict[str, Any] | None = None) -> None:
+        """Create the folder, drop an earlier run's checkpoints and summary, and write the config,
+        the dataset's identity (``dataset.json``) and the history's first line (command, config,
+        thread and DataLoader worker counts, and ``header``'s entries)."""
         self.path.mkdir(parents=True, exist_ok=True)
         for name in (LAST, PREV, BEST, SUMMARY):
             self.file(name).unlink(missing_ok=True)
+        if identity is not None:
+            write_json(self.file(DATASET), identity)
         write_json(self.file(CONFIG), cfg.to_dict())
-        self._write_history(self._header(cfg, command), [])
+        self._write_history({**self._header(cfg, command), **(header or {})}, [])
 
     def _header(self, cfg: UCDIRConfig, command: list[str] | None) -> dict[str, Any]:
         return {"command": command if command is not None else sys.argv, "config": cfg.to_dict(),
                 "runtime": {**runtime(), "dataloader_workers": cfg.workers}, "time": time.time()}
+
+    def identity(self) -> dict[str, Any] | None:
+        """The dataset identity the run recorded (:mod:`ucdir_core.data.identity`); None for a run
+        written before runs recorded it."""
+        path = self.file(DATASET)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def header(self) -> dict[str, Any]:
+        """The history's first line (command, config, runtime; ``untrained`` scores when recorded)."""
+        try:
+            with open(self.file(HISTORY)) as fh:
+                first = json.loads(fh.readline())
+        except (OSError, ValueError):
+            return {}
+        return first if isinstance(first, dict) and "epoch" not in first else {}
+
+    def write_config(self, cfg: UCDIRConfig) -> None:
+        """Replace ``config.json`` (a resume with changed optimisation settings, :data:`RESUMABLE_KEYS`)."""
+        write_json(self.file(CONFIG), cfg.to_dict())
 
     def config(self) -> UCDIRConfig:
         self.check_folder()

@@ -11,6 +11,7 @@ the checkpoint's rows. The trainer never asks which method it runs (:mod:`ucdir_
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,11 +21,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ucdir_core.base import distributed as D
-from ucdir_core.base.config import UCDIRConfig, config_differences
+from ucdir_core.base.config import RESUMABLE_KEYS, UCDIRConfig, config_differences
 from ucdir_core.base.device import select_device
+from ucdir_core.base.errors import DataError, DivergenceError
 from ucdir_core.base.io import atomic_torch_save, plain, write_json
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import epoch_seed, rng_state, seed_everything, set_rng_state, worker_init
+from ucdir_core.data.identity import check_identity
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.data.views import PairedViews, epoch_pairs
 from ucdir_core.evaluation.embedding import Embedder
@@ -48,11 +51,17 @@ class Trainer:
         encoder: the query encoder to start from (the key encoder is a copy).
         progress: show progress bars.
         log: where one-line messages go.
+        identity: the dataset's identity (:mod:`ucdir_core.data.identity`), recorded in the run
+            folder at the start and compared on resume.
+
+    Raises:
+        DataError: the batch does not fit the data (:func:`epoch_batch_size`).
     """
 
     def __init__(self, cfg: UCDIRConfig, run_dir: str | Path, inputs: DomainPair[DomainInputs], encoder: Encoder,
-                 progress: bool = True, log: Callable[[str], None] = print):
+                 progress: bool = True, log: Callable[[str], None] = print, identity: dict[str, Any] | None = None):
         self.cfg = cfg
+        self.identity = identity
         self.run = runs.RunFolder(run_dir)
         self.inputs = inputs
         self.device = select_device(cfg.device)
@@ -68,6 +77,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.embedder = Embedder(cfg, inputs, self.model.encoder_k, self.device, progress)
         self.rank, self.world = D.rank(), D.world_size()
+        self.pairs = max(len(d.train_eval) for d in inputs) // self.world  # pairs of an epoch, per process
+        self.batch_size = epoch_batch_size(cfg, self.pairs)
         self.query_encoder: torch.nn.Module = self.model.encoder_q
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -128,9 +139,13 @@ class Trainer:
         if found is None:
             return False
         state, path = found
+        if self.identity is not None:
+            check_identity(self.run.identity(), self.identity, str(self.run.file(runs.DATASET)))
         self.check_checkpoint(state, path)
         self.load_state(state)
         if D.is_main():
+            if self.run.config() != self.cfg:  # resumed with other optimisation settings (RESUMABLE_KEYS)
+                self.run.write_config(self.cfg)
             if path.name == runs.PREV:
                 self.run.set_aside(runs.LAST)  # unreadable: kept for inspection, out of the rotation
             self.run.rewrite_history(self.cfg, self.rows)
@@ -148,17 +163,21 @@ class Trainer:
             idx_a = idx_a[self.rank::self.world][:per]
             idx_b = idx_b[self.rank::self.world][:per]
         paired = PairedViews(self.inputs.map(lambda d: d.train_views), idx_a, idx_b)
-        return DataLoader(paired, batch_size=self.cfg.batch_size, shuffle=False, drop_last=True,
+        return DataLoader(paired, batch_size=self.batch_size, shuffle=False, drop_last=True,
                           num_workers=self.cfg.workers, worker_init_fn=worker_init, generator=gen,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
-    def step(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor], ids: DomainPair[Tensor]) -> dict[str, float]:
+    def step(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor], ids: DomainPair[Tensor],
+             where: tuple[int, int] = (0, 0)) -> dict[str, float]:
         """One optimisation step on one batch: momentum update, query and key embeddings, the
         batch's keys written into the banks, the method's loss, backward and update. Returns the
-        method's terms and ``total``.
+        method's terms and ``total``. ``where`` (epoch, step) names the step in an error.
 
         Shape:
             x_q, x_k: DomainPair of (n, *input); ids: DomainPair of (n,) long.
+
+        Raises:
+            DivergenceError: a non-finite embedding, loss or gradient; nothing is updated.
         """
         dev, model = self.device, self.model
         x_q, x_k = x_q.map(lambda t: t.to(dev, non_blocking=True)), x_k.map(lambda t: t.to(dev, non_blocking=True))
@@ -168,9 +187,17 @@ class Trainer:
             q, k = model(x_q, x_k, encoder_q=self.query_encoder)
         # every process writes the keys of all processes, so the banks stay identical
         model.write_bank(ids.map(D.gather_cat), k.map(D.gather_cat))
+        at = f"epoch {where[0]}, step {where[1]}"
+        if not all(bool(torch.isfinite(t).all()) for t in (*q, *k)):
+            self.diverged(at, "query or key embedding", where[0])
         loss, terms = self.method.loss(StepBatch(q, k, model.banks, ids))
+        if not math.isfinite(float(loss.detach())):
+            bad = next((f"{n} loss" for n, v in terms.items() if not math.isfinite(v)), "total loss")
+            self.diverged(at, bad, where[0])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if not self.use_amp and not _finite_gradients(self.optimizer):  # AMP skips such steps by design
+            self.diverged(at, "gradient", where[0])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.embedder.changed()
@@ -182,12 +209,10 @@ class Trainer:
 
         self.model.train()
         loader = self.loader(epoch)
-        if len(loader) == 0:
-            raise ValueError(f"batch_size {self.cfg.batch_size} is larger than the epoch's {len(loader.dataset)} pairs")
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not self.progress, leave=False)
-        for qa, ka, ia, qb, kb, ib in bar:
-            terms = self.step(DomainPair(qa, qb), DomainPair(ka, kb), DomainPair(ia, ib))
+        for i, (qa, ka, ia, qb, kb, ib) in enumerate(bar):
+            terms = self.step(DomainPair(qa, qb), DomainPair(ka, kb), DomainPair(ia, ib), where=(epoch, i))
             for name, v in terms.items():
                 sums[name] = sums.get(name, 0.0) + v
             bar.set_postfix({n: f"{v:.3f}" for n, v in terms.items() if v})
@@ -207,6 +232,8 @@ class Trainer:
         lr = self.set_lr(epoch)
         if epoch == 0:
             self.model.fill_banks(self.embedder.train_embeddings())
+        if epoch > 0:
+            self.check_embeddings(self.model.banks, f"the end of epoch {epoch - 1}", epoch)
         self.method.begin_epoch(self.epoch_context(epoch))
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{f"w_{n}": w for n, w in self.method.weights(epoch).items()}}
         row.update(self.train_epoch(epoch))
@@ -217,9 +244,42 @@ class Trainer:
         row["wall_seconds"] = time.time() - t0
         return row
 
+    def diverged(self, at: str, what: str, epoch: int) -> None:
+        """Stop training in one line: where, what is not finite, what was kept, what to try.
+
+        Raises:
+            DivergenceError: always.
+        """
+        kept = f"{runs.LAST} holds epoch {epoch - 1}" if epoch > 0 else "no epoch was saved"
+        raise DivergenceError(
+            f"training diverged at {at}: the {what} is not finite ({kept}); try a lower learning rate (now "
+            f"{self.cfg.lr:g}) or a higher temperature (now {self.cfg.temperature:g}), e.g. `ucdir train --resume "
+            f"--run-dir {self.run.path} --set lr={self.cfg.lr / 10:g}`")
+
+    def check_embeddings(self, embeddings: DomainPair[Tensor], at: str, epoch: int) -> None:
+        """Refuse embeddings that are not finite (the model diverged), in one line."""
+        if not all(bool(torch.isfinite(e).all()) for e in embeddings):
+            self.diverged(at, "key encoder's embedding", epoch)
+
+    def untrained(self) -> dict[str, dict[str, float]]:
+        """P@k and mAP of the model before any step (the untrained backbone through the initial
+        head), logged with the size of the epochs; a warning when training is too short to mean much."""
+        report = self.embedder.evaluate()
+        steps, k = self.pairs // self.batch_size, self.cfg.eval_ks[0]
+        if not D.is_main():
+            return report
+        self.log(f"{self.pairs} pairs per epoch, batch {self.batch_size}: {steps} steps per epoch, "
+                 f"{self.cfg.epochs} epochs; untrained: " + ", ".join(f"{d} P@{k} {m[f'P@{k}']:.1f}"
+                                                                      for d, m in report.items()))
+        if steps * self.cfg.epochs < SHORT_TRAINING_STEPS:
+            self.log(f"warning: {steps * self.cfg.epochs} training steps in all (fewer than {SHORT_TRAINING_STEPS}): "
+                     "too few to change much; compare the epochs' scores with the untrained ones above")
+        return report
+
     def evaluate_into(self, row: dict[str, Any]) -> None:
         """Add the evaluation, the selection score and (process 0) the alignment record to ``row``;
         keep ``best.pt`` when the score is the best so far."""
+        self.check_embeddings(self.embedder.test_embeddings(), f"the end of epoch {row['epoch']}", row["epoch"])
         report = self.embedder.evaluate()
         row["eval"] = report
         row["score"] = selection_score(report, self.cfg.eval_ks[0])
@@ -237,8 +297,10 @@ class Trainer:
 
         cfg = self.cfg
         if not (resume and self.resume()):
+            untrained = self.untrained()
             if D.is_main():
-                self.run.start(cfg, command)
+                self.run.start(cfg, command, self.identity, {"untrained": untrained, "batch_size": self.batch_size,
+                                                             "steps_per_epoch": self.pairs // self.batch_size})
             D.barrier()
             self.epoch, self.rows = 0, []
         for epoch in tqdm(range(self.epoch, cfg.epochs), desc="epochs", disable=not self.progress,
@@ -257,6 +319,35 @@ class Trainer:
         return history
 
 
+#: fewer training steps than this in a whole run draw a warning at its start
+SHORT_TRAINING_STEPS = 50
+
+
+def epoch_batch_size(cfg: UCDIRConfig, pairs: int) -> int:
+    """The batch size of every step: ``batch_size``, or, with ``min_steps_per_epoch`` and data so
+    small that the epoch would have fewer steps, the largest batch (at least 2) that gives that
+    many.
+
+    Raises:
+        DataError: the batch is larger than the epoch's pairs (one line naming the numbers and
+            ``--set batch_size=N``), or there are fewer than 2 pairs.
+    """
+    batch = cfg.batch_size
+    if cfg.min_steps_per_epoch and pairs // batch < cfg.min_steps_per_epoch:
+        batch = min(batch, max(2, pairs // cfg.min_steps_per_epoch))
+    if batch > pairs:
+        raise DataError(f"batch_size {batch} is larger than the {pairs} pairs of an epoch (the larger domain's "
+                        f"training images{' per process' if D.world_size() > 1 else ''}); pass --set "
+                        f"batch_size=N with 2 <= N <= {pairs}" if pairs >= 2 else
+                        f"an epoch has {pairs} pair(s) (the larger domain's training images); at least 2 are needed")
+    return batch
+
+
+def _finite_gradients(optimizer: torch.optim.Optimizer) -> bool:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack([g.detach().abs().sum() for g in grads])).all())
+
+
 def check_checkpoint(state: dict[str, Any], path: Path, cfg: UCDIRConfig, model: MomentumEncoders,
                      run: runs.RunFolder) -> None:
     """Refuse a checkpoint written under another config or for other data, in one line.
@@ -264,7 +355,7 @@ def check_checkpoint(state: dict[str, Any], path: Path, cfg: UCDIRConfig, model:
     Raises:
         RunError: the checkpoint's config differs from the run's, or a bank's size from the data's.
     """
-    keys = config_differences(plain(state.get("config")), cfg)
+    keys = config_differences(plain(state.get("config")), cfg, ignore=RESUMABLE_KEYS)
     if keys:
         raise runs.RunError(f"{path} was written under another config than {run.file(runs.CONFIG)} "
                             f"(differs in {', '.join(keys[:6])}); refusing it")

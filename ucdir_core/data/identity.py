@@ -1,0 +1,84 @@
+"""A run's dataset identity: which files it trained on and evaluated, with each file's size and
+modification time, so that a run resumed or evaluated on changed data is refused by name.
+
+Memory-bank slots are indexed by image id (a position in these lists), so a file removed and
+another added under the same count would silently give the banks to other images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ucdir_core.base.errors import DataError
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.data.splits import SplitImages
+
+
+def _entries(paths: list[str], root: Path) -> list[list[Any]]:
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        try:
+            rel = str(Path(p).relative_to(root))
+        except ValueError:
+            rel = str(p)
+        out.append([rel, int(st.st_size), int(st.st_mtime_ns)])
+    return out
+
+
+def dataset_identity(images: DomainPair[SplitImages], root: str | Path) -> dict[str, Any]:
+    """``{domain: {"train": [[relative path, bytes, mtime_ns], ...], "test": [...] or "train"}}``
+    in id order (``"test": "train"`` under the full split)."""
+    root = Path(root)
+    out: dict[str, Any] = {}
+    for s in images:
+        train = _entries(s.train.paths, root)
+        out[s.train.name] = {"train": train, "test": "train" if s.test is s.train else _entries(s.test.paths, root)}
+    return out
+
+
+def identity_changes(saved: dict[str, Any], current: dict[str, Any], limit: int = 3) -> str | None:
+    """What changed between two identities, in one phrase naming the first few paths (None: nothing).
+
+    Example: ``"domain A: 1 added (A/cat/new.png), 1 removed (A/cat/old.png)"``.
+    """
+    parts = []
+    for domain in sorted(set(saved) | set(current)):
+        if domain not in saved or domain not in current:
+            parts.append(f"domain {domain} {'added' if domain in current else 'removed'}")
+            continue
+        for which in ("train", "test"):
+            old, new = saved[domain][which], current[domain][which]
+            if old == new:
+                continue
+            if isinstance(old, str) or isinstance(new, str):
+                parts.append(f"domain {domain}: the {which} images changed")
+                continue
+            before = {e[0]: tuple(e[1:]) for e in old}
+            after = {e[0]: tuple(e[1:]) for e in new}
+            added = [p for p in after if p not in before]
+            removed = [p for p in before if p not in after]
+            modified = [p for p in after if p in before and after[p] != before[p]]
+            what = [f"{len(v)} {name} ({', '.join(v[:limit])}{', ...' if len(v) > limit else ''})"
+                    for name, v in (("added", added), ("removed", removed), ("modified", modified)) if v]
+            if not what:  # the same files in another order
+                what = ["the same files in another order"]
+            parts.append(f"domain {domain} ({which}): " + ", ".join(what))
+            break  # the test list of the full split is the train list
+    return "; ".join(parts) or None
+
+
+def check_identity(saved: dict[str, Any] | None, current: dict[str, Any], where: str) -> None:
+    """Refuse, in one line, data that differs from the run's.
+
+    Raises:
+        DataError: the files differ (which, named).
+    """
+    if saved is None:
+        return
+    change = identity_changes(saved, current)
+    if change:
+        raise DataError(f"the dataset changed since {where} was written: {change}; train a new run (or put the "
+                        "files back)")

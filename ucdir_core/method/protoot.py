@@ -1,0 +1,123 @@
+"""ProtoOT behind the method interface (``protoot-spec.md``): prototypes of each domain that move
+with the transport plan of its memory bank, an in-domain loss onto them, and a cross-domain loss
+onto the other domain's prototypes.
+
+Li, Shi, Yu & Wang, "Unsupervised Cross-Domain Image Retrieval via Prototypical Optimal
+Transport", AAAI 2024, https://arxiv.org/abs/2402.18411. It keeps UCDIR's model, banks and
+evaluation (:mod:`ucdir_core.method.model`).
+
+As released, and so by default: the prototypes come from k-means at epoch 0 only and then move
+every step (``P_d <- normalise(Q_d^T bank_d)``); each epoch's k-means gives only the marginal, in
+that k-means's cluster order (``marginal_order="kmeans"``); the plan's similarities are
+L2-normalised per row (``transport_similarity="normalised"``); the cross-domain negatives are
+L2-normalised while the positive is not (``cross_domain_negatives="normalised"``); domain d's bank
+is transported onto the other domain's prototypes with d's own marginal. The three keys named
+select the corrected variants (opt-in; ``docs/protoot.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base.pair import DomainPair
+from ucdir_core.method.interface import EpochContext, Method, StepBatch
+from ucdir_core.method.prototype_losses import bank_plan, cross_domain_loss, in_domain_loss, moved_prototypes
+from ucdir_core.method.transport import marginal_of
+
+
+def matched_marginal(marginal: Tensor, centroids: Tensor, prototypes: Tensor) -> Tensor:
+    """The marginal re-ordered to the prototypes: each k-means cluster matched one to one to the
+    prototype nearest to its centroid (Hungarian algorithm on cosine similarity). The opt-in
+    correction ``marginal_order="matched"``.
+
+    Shape:
+        marginal: (K,); centroids, prototypes: (K, d) unit rows -> (K,).
+    """
+    cost = -(prototypes @ centroids.t()).detach().cpu().double().numpy()  # K prototypes x K clusters
+    rows, cols = linear_sum_assignment(cost)
+    order = [0] * len(rows)
+    for r, c in zip(rows, cols):
+        order[r] = int(c)
+    return marginal[order]
+
+
+class ProtoOT(Method):
+    """ProtoOT (spec sections 2-5): in-domain loss from the first epoch, cross-domain loss weighted
+    ``cross_domain_weight`` from ``cross_domain_start``; prototypes kept between steps (and in the
+    checkpoint).
+
+    Raises:
+        ValueError: more than one K in ``num_clusters`` (ProtoOT uses one, the class count).
+    """
+
+    name = "protoot"
+    terms = ("in_domain", "cross_domain")
+
+    def __init__(self, cfg: UCDIRConfig):
+        super().__init__(cfg)
+        if len(cfg.num_clusters) != 1:
+            raise ValueError(f"ProtoOT uses one K (num_clusters), got {cfg.num_clusters}")
+        self.prototypes: DomainPair[Tensor] | None = None
+        self.marginals: DomainPair[Tensor] | None = None
+        self.epoch = 0
+
+    def weights(self, epoch: int) -> dict[str, float]:
+        cross = self.cfg.cross_domain_weight if epoch >= self.cfg.cross_domain_start else 0.0
+        return {"in_domain": 1.0, "cross_domain": cross}
+
+    def begin_epoch(self, context: EpochContext) -> None:
+        """k-means of both banks: the marginals of this epoch, and the prototypes at epoch 0 (or
+        when none were kept)."""
+        self.epoch = context.epoch
+        clustering = context.cluster(context.banks)
+        k = self.cfg.num_clusters[0]
+        marginals = clustering.map(lambda c: marginal_of(c.assignments[0], k))
+        if self.prototypes is None:
+            self.prototypes = clustering.map(lambda c: c.prototypes[0].clone())
+        elif self.cfg.marginal_order == "matched":
+            marginals = DomainPair(*(matched_marginal(m, c.prototypes[0], p)
+                                     for m, c, p in zip(marginals, clustering, self.prototypes)))
+        self.marginals = marginals
+
+    def loss(self, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
+        """In-domain loss of both domains, moving each domain's prototypes after its own loss;
+        then, when on, the cross-domain loss onto the moved prototypes."""
+        cfg = self.cfg
+        if self.prototypes is None or self.marginals is None:
+            raise ValueError("ProtoOT's prototypes are not set: begin_epoch must run before the first step")
+        plan_kw = dict(epsilon=cfg.sinkhorn_epsilon, iterations=cfg.sinkhorn_iterations,
+                       similarity=cfg.transport_similarity)
+        in_domain, moved = [], []
+        for q, k, bank, ids, protos, beta in zip(batch.q, batch.k, batch.banks, batch.ids, self.prototypes,
+                                                 self.marginals):
+            protos, beta = protos.to(bank.device), beta.to(bank.device)  # from a checkpoint: on the CPU
+            plan = bank_plan(bank, protos, beta, **plan_kw)
+            in_domain.append(in_domain_loss(q, k, bank, ids, protos, plan, cfg.temperature,
+                                            cfg.in_domain_neighbour_weight, cfg.in_domain_prototype_weight))
+            moved.append(moved_prototypes(plan, bank.detach()))
+        self.prototypes = DomainPair(*moved)
+        terms = {"in_domain": in_domain[0] + in_domain[1], "cross_domain": batch.q.a.new_zeros(())}
+        w = self.weights(self.epoch)
+        if w["cross_domain"] > 0:
+            cross = []
+            for side in (0, 1):
+                other = self.prototypes[1 - side]
+                plan = bank_plan(batch.banks[side], other, self.marginals[side], **plan_kw)
+                cross.append(cross_domain_loss(batch.q[side], batch.ids[side], other, plan, cfg.temperature,
+                                               cfg.cross_domain_negatives))
+            terms["cross_domain"] = cross[0] + cross[1]
+        total = w["in_domain"] * terms["in_domain"] + w["cross_domain"] * terms["cross_domain"]
+        return total, {name: float(v.detach()) for name, v in terms.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.prototypes is None:
+            return {}
+        return {"prototypes_a": self.prototypes.a.detach().cpu(), "prototypes_b": self.prototypes.b.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "prototypes_a" in state:
+            self.prototypes = DomainPair(state["prototypes_a"], state["prototypes_b"])
