@@ -103,6 +103,29 @@ def _set_keys(overrides: list[str]) -> set[str]:
     return {override_key(s) for s in overrides}
 
 
+def _add_train_parser(sub, preset: str) -> None:
+    """``ucdir train``: its options, with the values of ``preset`` in the help."""
+    p = sub.add_parser("train", help="train a method (UCDIR or ProtoOT) on two domains",
+                       epilog=config_epilog(preset), formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train UCDIR or ProtoOT (--method). A run folder receives config.json, "
+                                   "history.jsonl (one JSON line per epoch), last.pt (every epoch, written "
+                                   "atomically; the one before is kept as prev.pt), best.pt, split.json, "
+                                   "manifest.json, dataset.json and summary.json. One process at a time may write "
+                                   "a run folder.")
+    _add_config_options(p, preset)
+    p.add_argument("--run-dir", required=True, help="run folder (created if missing; a folder that already "
+                   "holds a run needs --resume or --overwrite)")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last "
+                       "checkpoint, with its saved config")
+    reuse.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (its config, "
+                       "history, checkpoints, split and manifest are deleted first)")
+    p.add_argument("--allow-unmatched-classes", action="store_true",
+                   help="keep classes found in one domain only (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (a log that is not a terminal gets "
+                   "none either: plain lines, one per epoch)")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``ucdir`` parser; ``train --help`` shows the values of the preset that ``argv`` selects."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -114,23 +137,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                      "Hu & Lee, ECCV 2022).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train UCDIR on two domains", epilog=config_epilog(preset),
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train UCDIR. A run folder receives config.json, history.jsonl (one JSON line "
-                                   "per epoch), last.pt (every epoch, written atomically; the one before is kept "
-                                   "as prev.pt), best.pt, split.json, manifest.json and summary.json. One process "
-                                   "at a time may write a run folder.")
-    _add_config_options(p, preset)
-    p.add_argument("--run-dir", required=True, help="run folder (created if missing; a folder that already "
-                   "holds a run needs --resume or --overwrite)")
-    reuse = p.add_mutually_exclusive_group()
-    reuse.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last "
-                       "checkpoint, with its saved config")
-    reuse.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir (its config, "
-                       "history, checkpoints, split and manifest are deleted first)")
-    p.add_argument("--allow-unmatched-classes", action="store_true",
-                   help="keep classes found in one domain only (default: refuse)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_parser(sub, preset)
 
     p = sub.add_parser("evaluate", help="P@k and mAP of a trained run, both directions")
     p.add_argument("run_dir", help="a run folder made by `ucdir train`")
