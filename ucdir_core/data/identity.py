@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ucdir_core.base.errors import DataError
+from ucdir_core.base.errors import RunError
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.data.splits import SplitImages
 
@@ -42,7 +42,7 @@ def dataset_identity(images: DomainPair[SplitImages], root: str | Path) -> dict[
 def identity_changes(saved: dict[str, Any], current: dict[str, Any], limit: int = 3) -> str | None:
     """What changed between two identities, in one phrase naming the first few paths (None: nothing).
 
-    Example: ``"domain A: 1 added (A/cat/new.png), 1 removed (A/cat/old.png)"``.
+    Example: ``"domain A (training images): 1 added (A/cat/new.png), 1 removed (A/cat/old.png)"``.
     """
     parts = []
     for domain in sorted(set(saved) | set(current)):
@@ -65,7 +65,9 @@ def identity_changes(saved: dict[str, Any], current: dict[str, Any], limit: int 
                     for name, v in (("added", added), ("removed", removed), ("modified", modified)) if v]
             if not what:  # the same files in another order
                 what = ["the same files in another order"]
-            parts.append(f"domain {domain} ({which}): " + ", ".join(what))
+            kind = "training" if which == "train" else "evaluated"
+            counts = f" had {len(old)} {kind} images, now {len(new)}" if len(old) != len(new) else f" ({kind} images)"
+            parts.append(f"domain {domain}{counts}: " + ", ".join(what))
             break  # the test list of the full split is the train list
     return "; ".join(parts) or None
 
@@ -74,11 +76,11 @@ def check_identity(saved: dict[str, Any] | None, current: dict[str, Any], where:
     """Refuse, in one line, data that differs from the run's.
 
     Raises:
-        DataError: the files differ (which, named).
+        RunError: the files differ (which, named).
     """
     if saved is None:
         return
     change = identity_changes(saved, current)
     if change:
-        raise DataError(f"the dataset changed since {where} was written: {change}; train a new run (or put the "
+        raise RunError(f"the dataset changed since {where} was written: {change}; train a new run (or put the "
                         "files back)")

@@ -50,7 +50,7 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
         ValueError: ``which`` is neither ``last`` nor ``best``.
         FileNotFoundError: no run or no such checkpoint.
         RunError: a checkpoint that is unreadable, or written under another config or for other data.
-        DataError: the run's files changed since it was trained (named).
+        RunError: the run's files changed since it was trained (named).
     """
     run = runs.RunFolder(run_dir)
     cfg = run.config()
