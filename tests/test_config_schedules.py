@@ -26,6 +26,29 @@ def test_paper_presets_pinned(name, values):
             cfg.kmeans_min_points_per_centroid) == (20, 5, 2000, 2)
 
 
+@pytest.mark.parametrize("name,k,ks", [("protoot_office_home", 65, (1, 5, 15)), ("protoot_domainnet", 7, (50, 100, 200))])
+def test_protoot_presets_pinned_to_the_released_values(name, k, ks):
+    cfg = get_preset(name)
+    released = dict(method="protoot", backbone="resnet50_moco", optimizer="adam", lr=2.5e-4, lr_schedule="constant",
+                    weight_decay=5e-4, epochs=200, cross_domain_weight=0.01, cross_domain_start=100, momentum=0.999,
+                    temperature=0.2, batch_size=64, mlp=True, feature_dim=128, kmeans_iters=50, kmeans_restarts=20,
+                    kmeans_max_points_per_centroid=2000, kmeans_min_points_per_centroid=2, sinkhorn_epsilon=0.05,
+                    sinkhorn_iterations=3, in_domain_neighbour_weight=0.5, in_domain_prototype_weight=0.1,
+                    transport_similarity="normalised", cross_domain_negatives="normalised", marginal_order="kmeans",
+                    num_clusters=(k,), eval_ks=ks, image_size=224)
+    for key, want in released.items():
+        assert getattr(cfg, key) == want, key
+
+
+def test_protoot_cpu_presets_keep_the_released_proportions():
+    for data in ("pacs", "digits", "folder"):
+        cpu, ucdir = get_preset(f"protoot_{data}"), get_preset(data)
+        assert cpu.method == "protoot" and cpu.optimizer == "adam" and cpu.lr_schedule == "constant"
+        assert cpu.cross_domain_start == cpu.epochs // 2  # from half of training, as 100 of 200
+        assert (cpu.trunk_blocks, cpu.image_size, cpu.epochs, cpu.num_clusters) == \
+            (ucdir.trunk_blocks, ucdir.image_size, ucdir.epochs, ucdir.num_clusters)
+
+
 def test_every_preset_is_valid_and_round_trips():
     for name, cfg in PRESETS.items():
         assert UCDIRConfig.from_dict(cfg.to_dict()) == cfg, name

@@ -18,14 +18,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny(root):
-    return get_preset("digits_scratch").replace(
+def tiny(root, method="ucdir"):
+    cfg = get_preset("digits_scratch").replace(
         root=str(root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=2,
-        clustering_start=1, cluster_contrastive_start=0, cluster_contrastive_weight_start=0.5, self_entropy_start=1, distance_of_distance_start=1, num_clusters=(5,),
-        kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
+        clustering_start=1, cluster_contrastive_start=0, cluster_contrastive_weight_start=0.5, self_entropy_start=1,
+        distance_of_distance_start=1, num_clusters=(5,), kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
+    return cfg if method == "ucdir" else cfg.replace(method="protoot", optimizer="adam", lr=1e-3,
+                                                     lr_schedule="constant", cross_domain_start=1)
 
 
-def worker(rank, world, port, root, out, mode="fit"):
+def worker(rank, world, port, root, out, mode="fit", method="ucdir"):
     """``mode``: "fit" (whole run), "kill" (dies at the start of the second epoch), "resume"."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
@@ -36,7 +38,7 @@ def worker(rank, world, port, root, out, mode="fit"):
     from ucdir_core.training.trainer import Trainer
 
     init_from_env()
-    trainer, _ = build_trainer(tiny(root), os.path.join(out, "run"), progress=False, log=lambda s: None)
+    trainer, _ = build_trainer(tiny(root, method), os.path.join(out, "run"), progress=False, log=lambda s: None)
     trained, original = [], Trainer.train_epoch
 
     def counted(self, epoch):
@@ -56,7 +58,7 @@ def worker(rank, world, port, root, out, mode="fit"):
     assert mode != "kill", "the run was not interrupted"
     torch.save({"banks": [b.clone() for b in trainer.model.banks], "eval": history[-1]["eval"],
                 "params": [p.detach().clone() for p in trainer.model.encoder_q.parameters()],
-                "trained_epochs": trained},
+                "trained_epochs": trained, "method": trainer.method.state_dict()},
                os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -78,6 +80,17 @@ def test_two_processes_keep_banks_identical(digits_root, tmp_path):
     single = train(tiny(digits_root), tmp_path / "single", progress=False, log=lambda s: None)[-1]["eval"]
     for direction, metrics in single.items():
         assert abs(metrics["mAP"] - r0["eval"][direction]["mAP"]) < 5.0
+
+
+@pytest.mark.slow
+def test_two_processes_keep_protoot_banks_and_prototypes_identical(digits_root, tmp_path):
+    mp.spawn(worker, args=(2, free_port(), str(digits_root), str(tmp_path), "fit", "protoot"), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for b0, b1 in zip(r0["banks"], r1["banks"]):
+        torch.testing.assert_close(b0, b1, rtol=0, atol=0)
+    for side in ("prototypes_a", "prototypes_b"):
+        torch.testing.assert_close(r0["method"][side], r1["method"][side], rtol=0, atol=0)
+    assert r0["eval"] == r1["eval"]
 
 
 @pytest.mark.slow

@@ -124,3 +124,19 @@ def test_alignment_curves_one_panel_per_quantity_and_cross_domain_spread():
 def test_alignment_curves_refuses_histories_without_records():
     with pytest.raises(ValueError, match="alignment"):
         viz.alignment_curves({"full": [{"epoch": 0}]})
+
+
+def test_ablation_bars_axis_spans_the_values_so_that_a_point_shows():
+    fig = viz.ablation_bars({"instance": {"P@1": 50.0, "mAP": 41.0}, "full": {"P@1": 51.5, "mAP": 42.0}}, ["P@1", "mAP"])
+    lo, hi = fig.axes[0].get_ylim()
+    assert 35 < lo < 41 and 51.5 < hi < 58  # not 0-100: 50.0 -> 51.5 is visible
+    plt.close(fig)
+
+
+def test_the_retrieval_grid_explains_its_frame_colours_in_the_image():
+    img = np.zeros((4, 4, 3), np.uint8)
+    fig = viz.image_grid([[img, img]], borders=[[None, "green"]],
+                         border_legend={"green": "same class as the query", "red": "another class"})
+    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert texts == ["same class as the query", "another class"]
+    plt.close(fig)

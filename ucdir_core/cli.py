@@ -18,7 +18,7 @@ from ucdir_core.base.io import write_json
 from ucdir_core.data import datasets
 from ucdir_core.data.checks import check_dataset
 from ucdir_core.data.digits import build_digits
-from ucdir_core.data.folders import shared_class_count
+from ucdir_core.data.folders import with_folder_clusters
 from ucdir_core.inference.loading import evaluate_run
 from ucdir_core.inference.retrieval import retrieve
 from ucdir_core.method.registry import METHODS
@@ -94,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
             raise ValueError("preset folder needs --root DIR and --domains A B (the two domain folders to retrieve "
                              "between)")
         if "num_clusters" not in _set_keys(args.set):
-            cfg = cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
+            cfg = with_folder_clusters(cfg)
     return cfg
 
 

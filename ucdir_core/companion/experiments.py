@@ -20,7 +20,7 @@ from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
 from ucdir_core.companion.paths import OutputDirs, dataset_name, project_root
-from ucdir_core.data.folders import shared_class_count
+from ucdir_core.data.folders import with_folder_clusters
 from ucdir_core.data.inputs import build_inputs
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import load_split_images
@@ -68,7 +68,7 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     if preset == "folder" and "num_clusters" not in overrides:
         # K = the number of class folders both domains share, as on the command line
         located = cfg.replace(**{k: v for k, v in overrides.items() if k in ("root", "domains")})
-        cfg = cfg.replace(num_clusters=(shared_class_count(located.root, located.domains),))
+        cfg = cfg.replace(num_clusters=with_folder_clusters(located).num_clusters)
     if smoke:
         small = dict(SMOKE)
         if cfg.backbone != "small_cnn":

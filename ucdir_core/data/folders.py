@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.data.images import is_image_name
@@ -70,6 +71,18 @@ def shared_class_count(root: str | Path, domains: Sequence[str]) -> int:
     if not shared:
         raise DataError(f"the domains {', '.join(domains)} under {root} share no class folder")
     return len(shared)
+
+
+def with_folder_clusters(cfg: UCDIRConfig) -> UCDIRConfig:
+    """``cfg`` with K = the number of class folders its two domains share (:func:`shared_class_count`):
+    the ``folder`` preset's K, as the paper sets K to its benchmarks' class counts.
+
+    Raises:
+        DataError: no root, or domains that share no class folder.
+    """
+    if cfg.root is None:
+        raise DataError("the folder preset needs a dataset root (--root DIR)")
+    return cfg.replace(num_clusters=(shared_class_count(cfg.root, cfg.domains),))
 
 
 def load_domains(
