@@ -177,7 +177,8 @@ class Trainer:
             x_q, x_k: DomainPair of (n, *input); ids: DomainPair of (n,) long.
 
         Raises:
-            DivergenceError: a non-finite embedding, loss or gradient; nothing is updated.
+            DivergenceError: a non-finite embedding, loss or gradient (the optimiser does not step;
+                the run folder keeps the last finite epoch).
         """
         dev, model = self.device, self.model
         x_q, x_k = x_q.map(lambda t: t.to(dev, non_blocking=True)), x_k.map(lambda t: t.to(dev, non_blocking=True))
