@@ -188,3 +188,16 @@ def test_choosing_another_backbone_on_purpose_is_said_and_recorded(tmp_path, cap
     cfg = config_from_args(build_parser(argv).parse_args(argv))
     assert cfg.backbone == "small_cnn"
     assert "preset office_home's backbone is resnet50_moco; training small_cnn" in capsys.readouterr().out
+
+
+def test_k_from_the_folders_counts_only_classes_with_a_usable_image(tmp_path, capsys):
+    from ucdir_core.data.folders import shared_class_count
+
+    root = folder(tmp_path)
+    for f in (root / "B" / "owl").iterdir():  # every owl sketch is broken
+        f.write_bytes(b"not an image")
+    assert shared_class_count(root, ("A", "B")) == 2
+    run = tmp_path / "run"
+    assert main(["train", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run), "--device", "cpu",
+                 "--epochs", "1", "--set", "image_size=32", "--set", "resize_size=32"]) == 0
+    assert json.loads((run / runs.CONFIG).read_text())["num_clusters"] == [2]

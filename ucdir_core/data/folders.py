@@ -16,7 +16,7 @@ import numpy as np
 from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.data.images import is_image_name
+from ucdir_core.data.images import is_image_name, load_image
 
 
 @dataclass
@@ -61,16 +61,32 @@ def list_domain(root: str | Path, domain: str) -> tuple[dict[str, list[Path]], l
 
 
 def shared_class_count(root: str | Path, domains: Sequence[str]) -> int:
-    """How many class folders (by name, holding images) every one of ``domains`` has under ``root``.
+    """How many class folders (by name, holding at least one image that decodes) every one of
+    ``domains`` has under ``root``.
 
     Used as the number of k-means clusters K when a dataset has no preset, as the paper sets K to
-    its benchmarks' class counts; no image's label is read.
+    its benchmarks' class counts; no image's label is read. A class folder whose files are all
+    broken does not count (its images are skipped in training, so K would exceed the classes);
+    files are decoded only until one in each folder decodes.
+
+    Raises:
+        DataError: the domains share no class folder with a usable image.
     """
-    names = [{c for c, files in list_domain(root, d)[0].items() if files} for d in domains]
+    names = [{c for c, files in list_domain(root, d)[0].items() if _any_decodes(files)} for d in domains]
     shared = set.intersection(*names)
     if not shared:
-        raise DataError(f"the domains {', '.join(domains)} under {root} share no class folder")
+        raise DataError(f"the domains {', '.join(domains)} under {root} share no class folder with a usable image")
     return len(shared)
+
+
+def _any_decodes(files: Sequence[Path]) -> bool:
+    for f in files:
+        try:
+            load_image(f)
+            return True
+        except (OSError, DataError):
+            continue
+    return False
 
 
 def with_folder_clusters(cfg: UCDIRConfig) -> UCDIRConfig:
