@@ -149,3 +149,29 @@ def test_results_file_regime_matches_the_preset_and_another_regime_is_refused(tm
     assert main(["--root", "../shared/data/pacs", "--out", str(out), "--pairs", "photo-sketch"]) == 2
     assert "another regime (differs in lr, momentum)" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_every_protoot_trial_is_a_valid_config_on_the_tuning_pairs_only():
+    from benchmarks.protoot_trials import ART_SKETCH, PHOTO_SKETCH, TRIALS, trial_config
+
+    for name, (_, changes, pairs) in TRIALS.items():
+        assert set(pairs) <= {PHOTO_SKETCH, ART_SKETCH}, name  # labels choose on the tuning pairs only
+        for pair in pairs:
+            cfg = trial_config("pacs", pair, changes)
+            assert cfg.method == "protoot" and cfg.domains == pair and cfg.seed == 0, name
+    assert trial_config("pacs", PHOTO_SKETCH, {}) == trial_config("pacs", PHOTO_SKETCH, TRIALS["cross_1.0"][1])
+
+
+def test_protoot_trials_table_and_the_recorded_file():
+    from benchmarks.protoot_trials import TRIALS, trials_table
+
+    row = {"mean": {"P@1": 60.0, "mAP": 50.0}, "alignment": {"domain_mixing": 0.01, "class_agreement": 77.0}}
+    doc = {"trials": {"cross_0.1": {"description": "weight 0.1", "pairs": {"photo-sketch": row}},
+                      "released": {"description": "released", "pairs": {"photo-sketch": row, "art_painting-sketch": row}}}}
+    lines = trials_table(doc).splitlines()
+    assert lines[2] == "| released | 60.0 / 50.0 | 0.010 / 77.0 | 60.0 / 50.0 | 0.010 / 77.0 |"  # TRIALS order
+    assert lines[3] == "| weight 0.1 | 60.0 / 50.0 | 0.010 / 77.0 |  |  |"
+    recorded = json.loads((Path(__file__).parents[1] / "results" / "protoot_trials.json").read_text())
+    assert set(recorded["trials"]) == set(TRIALS)
+    for name, (_, _, pairs) in TRIALS.items():
+        assert set(recorded["trials"][name]["pairs"]) == {"-".join(p) for p in pairs}, name

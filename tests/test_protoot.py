@@ -16,8 +16,8 @@ from ucdir_core import get_preset
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.method.clustering import Clustering
 from ucdir_core.method.interface import EpochContext, StepBatch
-from ucdir_core.method.prototype_losses import (bank_plan, cross_domain_loss, in_domain_loss, moved_prototypes,
-                                                nearest_neighbours)
+from ucdir_core.method.prototype_losses import (bank_plan, cross_domain_loss, cross_domain_neighbour_loss, in_domain_loss,
+                                                moved_prototypes, nearest_neighbours)
 from ucdir_core.method.protoot import ProtoOT, matched_marginal
 from ucdir_core.method.transport import marginal_of, plan_similarity, transport_plan
 
@@ -67,14 +67,16 @@ def in_domain_loop(q, k, bank, ids, P, plan, t, w_nn, w_p):
     return sum(out) / len(out)
 
 
-def cross_loop(q, ids, Pe, plan, t, normalised):
-    """Section 5, one query at a time."""
+def cross_loop(q, ids, Pe, plan, t, normalised, Pd=None):
+    """Section 5, one query at a time; with ``Pd`` the own domain's prototypes join the negatives
+    (the opt-in ``"joint"``)."""
     out = []
     for i in range(len(q)):
         c = max(range(len(Pe)), key=lambda j: float(plan[int(ids[i])][j]))
         row = [float(q[i] @ Pe[j]) for j in range(len(Pe))]
         norm = math.sqrt(sum(v * v for v in row)) if normalised else 1.0
-        out.append(ce_loop(row[c], [row[j] / norm for j in range(len(Pe)) if j != c], t))
+        own = [] if Pd is None else [float(q[i] @ Pd[j]) for j in range(len(Pd))]
+        out.append(ce_loop(row[c], [row[j] / norm for j in range(len(Pe)) if j != c] + own, t))
     return sum(out) / len(out)
 
 
@@ -146,6 +148,48 @@ def test_cross_domain_loss_matches_the_loop(inputs, mode):
                                        rel=1e-9)
 
 
+def test_joint_cross_domain_loss_matches_the_loop(inputs):
+    q, _, bank, ids, Pd, beta = inputs
+    Pe = unit(4, 8, seed=9)
+    plan = bank_plan(bank, Pe, beta, 0.05, 3)
+    got = cross_domain_loss(q, ids, Pe, plan, 0.2, "joint", own_prototypes=Pd)
+    assert float(got.detach()) == pytest.approx(cross_loop(q.detach(), ids, Pe, plan.tolist(), 0.2, False, Pd), rel=1e-9)
+    with pytest.raises(ValueError, match="own domain"):
+        cross_domain_loss(q, ids, Pe, plan, 0.2, "joint")
+
+
+def test_only_joint_negatives_feel_a_shift_of_the_other_domain(inputs):
+    """Moving every prototype of the other domain by one vector v (a domain offset) leaves the
+    cosine cross-domain loss unchanged, so it cannot pull one domain onto the other as a whole;
+    with the own domain's prototypes among the negatives it changes, and moving the other domain
+    towards the queries lowers it."""
+    q, _, bank, ids, Pd, beta = inputs
+    q = q.detach()
+    Pe = unit(4, 8, seed=9)
+    plan = bank_plan(bank, Pe, beta, 0.05, 3)
+    v = unit(8, seed=11) * 0.7
+    for mode, moves in (("cosine", False), ("joint", True)):
+        before = float(cross_domain_loss(q, ids, Pe, plan, 0.2, mode, own_prototypes=Pd))
+        after = float(cross_domain_loss(q, ids, Pe + v, plan, 0.2, mode, own_prototypes=Pd))
+        assert (after != pytest.approx(before, rel=1e-9)) is moves, mode
+    toward = 0.5 * F.normalize(q.sum(0), dim=0)  # the other domain moved towards the queries
+    assert bool((q @ toward > 0).all())
+    lower = float(cross_domain_loss(q, ids, Pe + toward, plan, 0.2, "joint", own_prototypes=Pd))
+    assert lower < float(cross_domain_loss(q, ids, Pe, plan, 0.2, "joint", own_prototypes=Pd))
+
+
+def test_cross_domain_neighbour_loss_matches_the_loop(inputs):
+    q, k, bank_e, _, Pd, _ = inputs
+    Pe = unit(4, 8, seed=9)
+    got = cross_domain_neighbour_loss(q, k, bank_e, Pd, Pe, 0.2)
+    out = []
+    for i in range(len(q)):
+        nn = max(range(len(bank_e)), key=lambda j: float(k[i] @ bank_e[j]))
+        negs = [float(q[i].detach() @ P[j]) for P in (Pd, Pe) for j in range(len(P))]
+        out.append(ce_loop(float(q[i].detach() @ bank_e[nn]), negs, 0.2))
+    assert float(got.detach()) == pytest.approx(sum(out) / len(out), rel=1e-9)
+
+
 def test_no_gradient_reaches_keys_bank_or_prototypes(inputs):
     q, k, bank, ids, P, beta = inputs
     k, bank, P = k.clone().requires_grad_(True), bank.clone().requires_grad_(True), P.clone().requires_grad_(True)
@@ -209,7 +253,13 @@ def test_the_method_takes_prototypes_from_k_means_at_epoch_0_only_and_moves_them
     method.begin_epoch(_context(1, banks))  # a later epoch keeps the moved prototypes
     assert method.prototypes is moved and method.weights(1)["cross_domain"] == cfg.cross_domain_weight
     _, terms = method.loss(batch)
-    assert terms["cross_domain"] > 0
+    assert terms["cross_domain"] > 0 and "cross_domain_neighbour" not in terms  # not logged unless weighted
+    neighbour = ProtoOT(cfg.replace(cross_domain_neighbour_weight=0.5))
+    neighbour.begin_epoch(_context(1, banks))
+    total, terms = neighbour.loss(batch)
+    assert terms["cross_domain_neighbour"] > 0 and float(total.detach()) == pytest.approx(
+        terms["in_domain"] + cfg.cross_domain_weight * terms["cross_domain"] + 0.5 * terms["cross_domain_neighbour"],
+        rel=1e-5)
     restored = ProtoOT(cfg)
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.prototypes.b, method.prototypes.b)

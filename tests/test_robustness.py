@@ -169,6 +169,23 @@ def test_a_modified_file_is_named(tmp_path, capsys):
     assert "1 modified (B/owl/001.png)" in one_error_line(capsys, main(["evaluate", str(run)]))
 
 
+def test_the_same_bytes_with_new_times_are_the_same_data(tmp_path, capsys):
+    """A dataset copied elsewhere (every modification time new, every byte the same) still serves its
+    runs; an identity written before digests were kept still compares modification times."""
+    root = folder(tmp_path)
+    run = tmp_path / "run"
+    assert main(args(root, run, "--epochs", "1")) == 0
+    for f in root.rglob("*.png"):
+        os.utime(f, ns=(10**9, 10**9))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    saved = json.loads((run / runs.DATASET).read_text())
+    assert all(len(e) == 4 for e in saved["A"]["train"])
+    old = {d: {"train": [e[:3] for e in v["train"]], "test": v["test"]} for d, v in saved.items()}  # no digests
+    (run / runs.DATASET).write_text(json.dumps(old))
+    assert "modified (A/" in one_error_line(capsys, main(["evaluate", str(run)]))
+
+
 # ----------------------------------------------------------------------------- 6. the paper presets
 def test_a_paper_preset_without_its_checkpoint_says_what_to_pass(tmp_path, capsys):
     root = folder(tmp_path)

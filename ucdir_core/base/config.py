@@ -65,6 +65,10 @@ class UCDIRConfig:
     # --- ProtoOT (method="protoot"; ../shared/protoot-spec.md, docs/protoot.md) ---
     cross_domain_weight: float = 0.01  #: weight of the cross-domain loss (spec 5)
     cross_domain_start: int = 100  #: the cross-domain loss is on from this epoch (half of training)
+    #: weight of a cross-domain neighbour positive (beyond the spec, opt-in; 0 = off): each query pulled to
+    #: its key's nearest slot in the other domain's bank against both domains' prototypes, on with the
+    #: cross-domain loss (ucdir_core.method.prototype_losses.cross_domain_neighbour_loss)
+    cross_domain_neighbour_weight: float = 0.0
     in_domain_neighbour_weight: float = 0.5  #: weight of the bank-neighbour positive in the in-domain loss
     in_domain_prototype_weight: float = 0.1  #: weight of the prototype positive in the in-domain loss
     sinkhorn_epsilon: float = 0.05  #: entropic regularisation of the transport plan (spec 3)
@@ -73,7 +77,9 @@ class UCDIRConfig:
     #: exponential (as released); "cosine": the plain cosine similarities (a correction, opt-in)
     transport_similarity: str = "normalised"
     #: "normalised": the cross-domain negatives are the L2-normalised row of q P_e^T while the positive
-    #: is not (as released); "cosine": positive and negatives both plain cosines (a correction, opt-in)
+    #: is not (as released); "cosine": positive and negatives both plain cosines (a correction, opt-in);
+    #: "joint": plain cosines with the own domain's K prototypes added to the negatives (beyond the spec,
+    #: opt-in: the only variant whose loss changes when the other domain shifts as a whole)
     cross_domain_negatives: str = "normalised"
     #: "kmeans": the marginal keeps the epoch's k-means cluster order, not the evolving prototypes'
     #: (as released); "matched": k-means clusters matched to the prototypes first (a correction, opt-in)
@@ -125,7 +131,7 @@ class UCDIRConfig:
         if self.head_init not in ("random", "pca"):
             raise ValueError("head_init must be 'random' or 'pca'")
         for name, allowed in (("transport_similarity", ("normalised", "cosine")),
-                              ("cross_domain_negatives", ("normalised", "cosine")),
+                              ("cross_domain_negatives", ("normalised", "cosine", "joint")),
                               ("marginal_order", ("kmeans", "matched"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

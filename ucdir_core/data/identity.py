@@ -1,5 +1,6 @@
-"""A run's dataset identity: which files it trained on and evaluated, with each file's size and
-modification time, so that a run resumed or evaluated on changed data is refused by name.
+"""A run's dataset identity: which files it trained on and evaluated, with each file's size,
+modification time and a digest of its bytes, so that a run resumed or evaluated on changed data
+is refused by name, and the same data copied elsewhere (new modification times) is not.
 
 Memory-bank slots are indexed by image id (a position in these lists), so a file removed and
 another added under the same count would silently give the banks to other images.
@@ -7,6 +8,7 @@ another added under the same count would silently give the banks to other images
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,15 @@ from typing import Any
 from ucdir_core.base.errors import RunError
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.data.splits import SplitImages
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b (16 bytes, hex) of a file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _entries(paths: list[str], root: Path) -> list[list[Any]]:
@@ -24,13 +35,25 @@ def _entries(paths: list[str], root: Path) -> list[list[Any]]:
             rel = str(Path(p).relative_to(root))
         except ValueError:
             rel = str(p)
-        out.append([rel, int(st.st_size), int(st.st_mtime_ns)])
+        out.append([rel, int(st.st_size), int(st.st_mtime_ns), file_digest(p)])
     return out
 
 
+def _modified(old: list[Any], new: list[Any]) -> bool:
+    """Whether two entries ``[path, bytes, mtime_ns, digest]`` of one path name different contents:
+    by the digest when both have one (a copy with new times is the same file), else (an identity
+    written before digests were kept) by size and modification time."""
+    if old[1] != new[1]:
+        return True
+    if len(old) > 3 and len(new) > 3:
+        return old[3] != new[3]
+    return old[2] != new[2]
+
+
 def dataset_identity(images: DomainPair[SplitImages], root: str | Path) -> dict[str, Any]:
-    """``{domain: {"train": [[relative path, bytes, mtime_ns], ...], "test": [...] or "train"}}``
-    in id order (``"test": "train"`` under the full split)."""
+    """``{domain: {"train": [[relative path, bytes, mtime_ns, digest], ...], "test": [...] or "train"}}``
+    in id order (``"test": "train"`` under the full split); ``digest``: :func:`file_digest`. Reads
+    every file once."""
     root = Path(root)
     out: dict[str, Any] = {}
     for s in images:
@@ -56,14 +79,16 @@ def identity_changes(saved: dict[str, Any], current: dict[str, Any], limit: int 
             if isinstance(old, str) or isinstance(new, str):
                 parts.append(f"domain {domain}: the {which} images changed")
                 continue
-            before = {e[0]: tuple(e[1:]) for e in old}
-            after = {e[0]: tuple(e[1:]) for e in new}
+            before = {e[0]: e for e in old}
+            after = {e[0]: e for e in new}
             added = [p for p in after if p not in before]
             removed = [p for p in before if p not in after]
-            modified = [p for p in after if p in before and after[p] != before[p]]
+            modified = [p for p in after if p in before and _modified(before[p], after[p])]
             what = [f"{len(v)} {name} ({', '.join(v[:limit])}{', ...' if len(v) > limit else ''})"
                     for name, v in (("added", added), ("removed", removed), ("modified", modified)) if v]
-            if not what:  # the same files in another order
+            if not what:
+                if [e[0] for e in old] == [e[0] for e in new]:
+                    continue  # the same files with the same bytes (copied: new modification times)
                 what = ["the same files in another order"]
             kind = "training" if which == "train" else "evaluated"
             counts = f" had {len(old)} {kind} images, now {len(new)}" if len(old) != len(new) else f" ({kind} images)"

@@ -25,7 +25,8 @@ from torch import Tensor
 from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.method.interface import EpochContext, Method, StepBatch
-from ucdir_core.method.prototype_losses import bank_plan, cross_domain_loss, in_domain_loss, moved_prototypes
+from ucdir_core.method.prototype_losses import (bank_plan, cross_domain_loss, cross_domain_neighbour_loss,
+                                                in_domain_loss, moved_prototypes)
 from ucdir_core.method.transport import marginal_of
 
 
@@ -48,26 +49,31 @@ def matched_marginal(marginal: Tensor, centroids: Tensor, prototypes: Tensor) ->
 class ProtoOT(Method):
     """ProtoOT (spec sections 2-5): in-domain loss from the first epoch, cross-domain loss weighted
     ``cross_domain_weight`` from ``cross_domain_start``; prototypes kept between steps (and in the
-    checkpoint).
+    checkpoint). The opt-in ``cross_domain_neighbour_weight`` (beyond the spec; 0 by default) adds
+    :func:`~ucdir_core.method.prototype_losses.cross_domain_neighbour_loss` from the same epoch.
 
     Raises:
         ValueError: more than one K in ``num_clusters`` (ProtoOT uses one, the class count).
     """
 
     name = "protoot"
-    terms = ("in_domain", "cross_domain")
+    terms = ("in_domain", "cross_domain")  # and "cross_domain_neighbour" when it is weighted
 
     def __init__(self, cfg: UCDIRConfig):
         super().__init__(cfg)
         if len(cfg.num_clusters) != 1:
             raise ValueError(f"ProtoOT uses one K (num_clusters), got {cfg.num_clusters}")
+        if cfg.cross_domain_neighbour_weight > 0:
+            self.terms = (*ProtoOT.terms, "cross_domain_neighbour")
         self.prototypes: DomainPair[Tensor] | None = None
         self.marginals: DomainPair[Tensor] | None = None
         self.epoch = 0
 
     def weights(self, epoch: int) -> dict[str, float]:
-        cross = self.cfg.cross_domain_weight if epoch >= self.cfg.cross_domain_start else 0.0
-        return {"in_domain": 1.0, "cross_domain": cross}
+        on = epoch >= self.cfg.cross_domain_start
+        weights = {"in_domain": 1.0, "cross_domain": self.cfg.cross_domain_weight if on else 0.0,
+                   "cross_domain_neighbour": self.cfg.cross_domain_neighbour_weight if on else 0.0}
+        return {name: weights[name] for name in self.terms}
 
     def begin_epoch(self, context: EpochContext) -> None:
         """k-means of both banks: the marginals of this epoch, and the prototypes at epoch 0 (or
@@ -100,7 +106,8 @@ class ProtoOT(Method):
                                             cfg.in_domain_neighbour_weight, cfg.in_domain_prototype_weight))
             moved.append(moved_prototypes(plan, bank.detach()))
         self.prototypes = DomainPair(*moved)
-        terms = {"in_domain": in_domain[0] + in_domain[1], "cross_domain": batch.q.a.new_zeros(())}
+        terms = {name: batch.q.a.new_zeros(()) for name in self.terms}
+        terms["in_domain"] = in_domain[0] + in_domain[1]
         w = self.weights(self.epoch)
         if w["cross_domain"] > 0:
             cross = []
@@ -108,9 +115,13 @@ class ProtoOT(Method):
                 other = self.prototypes[1 - side]
                 plan = bank_plan(batch.banks[side], other, self.marginals[side], **plan_kw)
                 cross.append(cross_domain_loss(batch.q[side], batch.ids[side], other, plan, cfg.temperature,
-                                               cfg.cross_domain_negatives))
+                                               cfg.cross_domain_negatives, own_prototypes=self.prototypes[side]))
             terms["cross_domain"] = cross[0] + cross[1]
-        total = w["in_domain"] * terms["in_domain"] + w["cross_domain"] * terms["cross_domain"]
+        if w.get("cross_domain_neighbour", 0.0) > 0:
+            terms["cross_domain_neighbour"] = sum(
+                cross_domain_neighbour_loss(batch.q[side], batch.k[side], batch.banks[1 - side], self.prototypes[side],
+                                            self.prototypes[1 - side], cfg.temperature) for side in (0, 1))
+        total = sum(w[name] * terms[name] for name in self.terms)
         return total, {name: float(v.detach()) for name, v in terms.items()}
 
     def state_dict(self) -> dict[str, Any]:

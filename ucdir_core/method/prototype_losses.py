@@ -70,7 +70,7 @@ def in_domain_loss(q: Tensor, k: Tensor, bank: Tensor, ids: Tensor, prototypes: 
 
 
 def cross_domain_loss(q: Tensor, ids: Tensor, other_prototypes: Tensor, plan: Tensor, temperature: float = 0.2,
-                      negatives: str = "normalised") -> Tensor:
+                      negatives: str = "normalised", own_prototypes: Tensor | None = None) -> Tensor:
     r"""Cross-domain loss of one domain d onto the other domain's prototypes (spec 5).
 
     ``plan`` is domain d's bank transported onto the other domain's prototypes (with d's own
@@ -79,14 +79,55 @@ def cross_domain_loss(q: Tensor, ids: Tensor, other_prototypes: Tensor, plan: Te
     :math:`q_i P_e^\top`, L2-normalised along the row first (``negatives="normalised"``, as
     released: the positive is not) or as they are (``"cosine"``, the opt-in correction).
 
+    With ``"cosine"`` every logit is a dot product with one of the other domain's prototypes, so
+    adding one vector v to all of them shifts every logit by :math:`q_i\cdot v` and leaves the
+    loss unchanged: its gradient in :math:`q_i` lies in the span of differences of those
+    prototypes and has no component that moves a domain towards the other as a whole. The
+    opt-in ``"joint"`` (beyond the spec) adds the K prototypes of domain d itself
+    (``own_prototypes``) to the negatives: a query must then be nearer to its cross prototype than
+    to its own domain's prototypes, which pulls on the offset between the domains.
+
     Shape:
-        q: (n, d); ids: (n,) long; other_prototypes: (K, d); plan: (N_d, K). Returns a scalar.
+        q: (n, d); ids: (n,) long; other_prototypes: (K, d); plan: (N_d, K);
+        own_prototypes: (K', d), required by ``"joint"``. Returns a scalar.
+
+    Raises:
+        ValueError: ``negatives="joint"`` without ``own_prototypes``.
     """
     c = plan[ids].argmax(dim=1)  # n
     scores = q @ other_prototypes.detach().t()  # n x K
     positive = scores.gather(1, c.view(-1, 1)).squeeze(1)
     rows = F.normalize(scores, dim=1) if negatives == "normalised" else scores
-    return _contrast(positive, _others(rows, c), temperature)
+    rest = _others(rows, c)
+    if negatives == "joint":
+        if own_prototypes is None:
+            raise ValueError('cross_domain_negatives="joint" needs the own domain\'s prototypes')
+        rest = torch.cat([rest, q @ own_prototypes.detach().t()], dim=1)  # n x (2K - 1)
+    return _contrast(positive, rest, temperature)
+
+
+def cross_domain_neighbour_loss(q: Tensor, k: Tensor, other_bank: Tensor, own_prototypes: Tensor,
+                                other_prototypes: Tensor, temperature: float = 0.2) -> Tensor:
+    r"""A cross-domain neighbour positive (beyond the spec, opt-in ``cross_domain_neighbour_weight``):
+    each query of domain d is pulled to its key's nearest slot in the other domain's bank,
+    :math:`n_i = \arg\max_j k_i\cdot B^e_j`, against the prototypes of both domains:
+
+    .. math::
+        \mathcal{L} = -\log\frac{e^{q_i\cdot B^e_{n_i}/T}}{e^{q_i\cdot B^e_{n_i}/T}
+                      + \sum_j e^{q_i\cdot P^d_j/T} + \sum_j e^{q_i\cdot P^e_j/T}}
+
+    With the own domain's prototypes among the negatives it acts image by image on the gap
+    between the domains (what domain mixing measures), where the prototype losses act on
+    clusters only.
+
+    Shape:
+        q, k: (n, d); other_bank: (N_e, d); own_prototypes: (K, d); other_prototypes: (K', d).
+        Returns a scalar.
+    """
+    other_bank = other_bank.detach()
+    nn = (k.detach() @ other_bank.t()).argmax(dim=1)
+    negatives = torch.cat([q @ own_prototypes.detach().t(), q @ other_prototypes.detach().t()], dim=1)
+    return _contrast((q * other_bank[nn]).sum(1), negatives, temperature)
 
 
 @torch.no_grad()
