@@ -102,6 +102,21 @@ def trials_table(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compact_table(doc: dict) -> str:
+    """Markdown for the README: one line per trial named by its config changes to ``protoot_pacs``;
+    P@1 / mAP / domain mixing at the last epoch for each tuning pair it ran on."""
+    def changes(c: dict) -> str:
+        return ", ".join(f"`{k}={v}`" for k, v in c.items()) or "none: the CPU preset `protoot_pacs`"
+
+    lines = ["| changes to `protoot_pacs` | photo<->sketch | art_painting<->sketch |", "|---|---:|---:|"]
+    for name in [n for n in TRIALS if n in doc["trials"]]:
+        trial = doc["trials"][name]
+        cells = [(lambda r: f"{r['mean']['P@1']:.1f} / {r['mean']['mAP']:.1f} / {r['alignment']['domain_mixing']:.3f}"
+                  if r else "")(trial["pairs"].get("-".join(pair))) for pair in (PHOTO_SKETCH, ART_SKETCH)]
+        lines.append(f"| {changes(trial['changes'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/pacs", help="PACS root (default ../shared/data/pacs)")
@@ -109,9 +124,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/protoot_trials", help="run folders (default runs/protoot_trials)")
     p.add_argument("--trials", nargs="+", choices=list(TRIALS), default=list(TRIALS))
     p.add_argument("--table", help="print the trials table from this results file and exit")
+    p.add_argument("--compact", action="store_true", help="with --table: the README's shorter table")
     args = p.parse_args(argv)
     if args.table:
-        print(trials_table(json.loads(Path(args.table).read_text())), end="")
+        doc = json.loads(Path(args.table).read_text())
+        print((compact_table if args.compact else trials_table)(doc), end="")
         return 0
     if not Path(args.root).is_dir():
         print(f"error: no PACS folder at {args.root}", file=sys.stderr)

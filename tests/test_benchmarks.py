@@ -175,3 +175,12 @@ def test_protoot_trials_table_and_the_recorded_file():
     assert set(recorded["trials"]) == set(TRIALS)
     for name, (_, _, pairs) in TRIALS.items():
         assert set(recorded["trials"][name]["pairs"]) == {"-".join(p) for p in pairs}, name
+
+
+def test_results_document_and_readme_show_the_recorded_protoot_trials():
+    from benchmarks.protoot_trials import compact_table, trials_table
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "results" / "protoot_trials.json").read_text())
+    assert trials_table(doc) in (root / "docs" / "results.md").read_text()
+    assert compact_table(doc) in (root / "README.md").read_text()

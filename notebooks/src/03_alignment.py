@@ -13,8 +13,11 @@
 # 56.9 / 42.6 (held out), most of the P@1 gain on the two pairs its cross-domain weight was tuned
 # on; on the 8 other directions 63.8 / 50.5 against 66.1 / 50.1 (full) and 63.0 / 51.9 against
 # 62.0 / 46.8 (held out). (PACS benchmark, `results/pacs.json`: EfficientNet-Lite0 CPU regime,
-# 128 px, 5 epochs, last epoch, seed 0; `docs/results.md`, "ProtoOT".) The figures below show it
-# for the notebook's pair.
+# 128 px, 5 epochs, last epoch, seed 0; `docs/results.md`, "ProtoOT".) Why: every loss of both
+# methods is a softmax over one domain's bank or prototypes, which a shift of that whole domain
+# leaves unchanged (`tests/test_protoot.py`); the opt-in terms that such a shift does change buy
+# mixing only with P@1 (`docs/results.md`, "ProtoOT trials"). The figures below show it for the
+# notebook's pair.
 #
 # UMAP of both domains' embeddings: the pretrained backbone's pooled features before training, and
 # the trained key encoder's embeddings after UCDIR (`full`, the run of `01_train`) and after its
