@@ -573,7 +573,7 @@ def test_unreadable_paths_are_one_line(trained, tmp_path, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- 6. caches and checks
-def test_view_cache_follows_file_content(small_root, tmp_path, monkeypatch):
+def test_view_cache_follows_file_content_not_its_place_or_times(small_root, tmp_path, monkeypatch):
     from ucdir_core.data.cache import file_fingerprints
     from ucdir_core.data.splits import load_split_images
     from ucdir_core.data.inputs import build_inputs
@@ -593,6 +593,14 @@ def test_view_cache_follows_file_content(small_root, tmp_path, monkeypatch):
     inputs = build_inputs(cfg, images, progress=False).domains
     assert not torch.equal(inputs.a.train_eval[0][0], first)  # recomputed, not the stale cache
     assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 6
+    moved = tmp_path / "moved"  # the same files elsewhere, with new modification times
+    shutil.copytree(root, moved)
+    for f in moved.rglob("*.png"):
+        os.utime(f, ns=(10**9, 10**9))
+    images = load_split_images(cfg.replace(root=str(moved)), None, check=False, log=quiet)
+    assert file_fingerprints(images.a.train.paths) == file_fingerprints(paths)
+    build_inputs(cfg.replace(root=str(moved)), images, progress=False)
+    assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 6  # found, not computed
 
 
 def test_data_check_counts_a_symlinked_domain_once(tiny_root, capsys):

@@ -7,6 +7,7 @@ plain values, never code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -89,6 +90,15 @@ def plain(obj: Any) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as indented, key-sorted JSON, written atomically."""
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n").encode())
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b (16 bytes, hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def json_default(o: Any) -> Any:

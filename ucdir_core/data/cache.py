@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ucdir_core.base.io import atomic_torch_save
+from ucdir_core.base.io import atomic_torch_save, file_digest
 from ucdir_core.base.seeding import forked_rng
 from ucdir_core.data.images import load_image
 from ucdir_core.method.backbones import Backbone, build_backbone
@@ -109,12 +109,15 @@ def cache_key(*parts) -> str:
 
 
 def file_fingerprints(paths: Sequence[str]) -> str:
-    """A digest of every file's path, size and modification time (ns): part of a cache key, so that
-    images replaced under the same paths are not served from a stale cache."""
+    """A digest of every file's path relative to the files' common folder, size and bytes
+    (:func:`~ucdir_core.base.io.file_digest`), in order: part of a cache key, so that images
+    replaced under the same paths are not served from a stale cache, while the same files copied
+    or moved elsewhere (new folder, new modification times) find theirs."""
+    base = os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else ""
     h = hashlib.sha256()
     for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        rel = os.path.relpath(os.path.abspath(p), base)
+        h.update(f"{rel}|{os.stat(p).st_size}|{file_digest(p)}\n".encode())
     return h.hexdigest()[:16]
 
 

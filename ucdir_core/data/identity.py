@@ -8,23 +8,14 @@ another added under the same count would silently give the banks to other images
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from ucdir_core.base.errors import RunError
+from ucdir_core.base.io import file_digest
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.data.splits import SplitImages
-
-
-def file_digest(path: str | Path) -> str:
-    """BLAKE2b (16 bytes, hex) of a file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _entries(paths: list[str], root: Path) -> list[list[Any]]:
@@ -52,7 +43,7 @@ def _modified(old: list[Any], new: list[Any]) -> bool:
 
 def dataset_identity(images: DomainPair[SplitImages], root: str | Path) -> dict[str, Any]:
     """``{domain: {"train": [[relative path, bytes, mtime_ns, digest], ...], "test": [...] or "train"}}``
-    in id order (``"test": "train"`` under the full split); ``digest``: :func:`file_digest`. Reads
+    in id order (``"test": "train"`` under the full split); ``digest``: :func:`~ucdir_core.base.io.file_digest`. Reads
     every file once."""
     root = Path(root)
     out: dict[str, Any] = {}

@@ -105,7 +105,7 @@ class CachedTrunk:
         def one(s: SplitImages) -> DomainInputs:
             paths = sorted(set(s.train.paths) | set(s.test.paths))
             pos = {p: i for i, p in enumerate(paths)}
-            files = (*paths, file_fingerprints(paths))  # sizes and mtimes too: replaced images are not served stale
+            files = (len(paths), file_fingerprints(paths))  # names and bytes: replaced images are not served stale
             views = cached_views(cache_dir, (*key, "train", cfg.cached_views, cfg.cache_seed, *files), lambda: compute_views(
                 trunk, paths, train_tf, cfg.cached_views, device, cfg.cache_seed, progress=progress, desc="cache views"))
             evals = cached_views(cache_dir, (*key, "eval", *files), lambda: compute_views(
