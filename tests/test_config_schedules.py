@@ -67,6 +67,9 @@ def test_overrides_and_errors():
         cfg.replace(domains=("a", "a"))
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("imagenet")
+    for bad in ("cross_domain_weight=-1", "self_entropy_weight=nan", "cross_domain_neighbour_weight=inf"):
+        with pytest.raises(ValueError, match=bad.split("=")[0] + " must be a finite number >= 0"):
+            cfg.with_overrides([bad])
 
 
 def test_cosine_lr():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any
@@ -153,6 +154,9 @@ class UCDIRConfig:
                      "kmeans_iters", "kmeans_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in [f.name for f in dataclasses.fields(self) if "_weight" in f.name]:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.min_steps_per_epoch < 0:
             raise ValueError(f"min_steps_per_epoch must be 0 or more, got {self.min_steps_per_epoch!r}")
         if self.workers < 0:
