@@ -84,17 +84,22 @@ def run_trial(cfg, run_dir: Path) -> dict:
             "seconds": time.time() - t}
 
 
+def _rows(doc: dict) -> list[tuple[dict, list[dict | None]]]:
+    """Each recorded trial, in the order of :data:`TRIALS` (others after, by name), with its result
+    on each tuning pair (None where it did not run)."""
+    names = [n for n in TRIALS if n in doc["trials"]] + sorted(n for n in doc["trials"] if n not in TRIALS)
+    return [(doc["trials"][n], [doc["trials"][n]["pairs"].get("-".join(p)) for p in (PHOTO_SKETCH, ART_SKETCH)])
+            for n in names]
+
+
 def trials_table(doc: dict) -> str:
     """Markdown: one line per trial; P@1 / mAP (mean of the two directions) and domain mixing /
     class agreement (%) at the last epoch, for each tuning pair it ran on."""
-    pairs = ["-".join(PHOTO_SKETCH), "-".join(ART_SKETCH)]
     lines = ["| trial (changes to `protoot_pacs`) | photo<->sketch P@1 / mAP | mixing / agreement "
              "| art_painting<->sketch P@1 / mAP | mixing / agreement |", "|---|---:|---:|---:|---:|"]
-    names = [n for n in TRIALS if n in doc["trials"]] + sorted(n for n in doc["trials"] if n not in TRIALS)
-    for name in names:
-        trial, cells = doc["trials"][name], []
-        for pair in pairs:
-            r = trial["pairs"].get(pair)
+    for trial, results in _rows(doc):
+        cells = []
+        for r in results:
             cells += ([f"{r['mean']['P@1']:.1f} / {r['mean']['mAP']:.1f}",
                        f"{r['alignment']['domain_mixing']:.3f} / {r['alignment']['class_agreement']:.1f}"]
                       if r else ["", ""])
@@ -105,15 +110,12 @@ def trials_table(doc: dict) -> str:
 def compact_table(doc: dict) -> str:
     """Markdown for the README: one line per trial named by its config changes to ``protoot_pacs``;
     P@1 / mAP / domain mixing at the last epoch for each tuning pair it ran on."""
-    def changes(c: dict) -> str:
-        return ", ".join(f"`{k}={v}`" for k, v in c.items()) or "none: the CPU preset `protoot_pacs`"
-
     lines = ["| changes to `protoot_pacs` | photo<->sketch | art_painting<->sketch |", "|---|---:|---:|"]
-    for name in [n for n in TRIALS if n in doc["trials"]]:
-        trial = doc["trials"][name]
-        cells = [(lambda r: f"{r['mean']['P@1']:.1f} / {r['mean']['mAP']:.1f} / {r['alignment']['domain_mixing']:.3f}"
-                  if r else "")(trial["pairs"].get("-".join(pair))) for pair in (PHOTO_SKETCH, ART_SKETCH)]
-        lines.append(f"| {changes(trial['changes'])} | " + " | ".join(cells) + " |")
+    for trial, results in _rows(doc):
+        name = ", ".join(f"`{k}={v}`" for k, v in trial["changes"].items()) or "none: the CPU preset `protoot_pacs`"
+        cells = [f"{r['mean']['P@1']:.1f} / {r['mean']['mAP']:.1f} / {r['alignment']['domain_mixing']:.3f}" if r else ""
+                 for r in results]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -154,7 +154,7 @@ class UCDIRConfig:
                      "kmeans_iters", "kmeans_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in [f.name for f in dataclasses.fields(self) if "_weight" in f.name]:
+        for name in [f.name for f in fields(self) if "_weight" in f.name]:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.min_steps_per_epoch < 0:

@@ -7,6 +7,7 @@ plain values, never code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -93,7 +94,17 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def file_digest(path: str | Path) -> str:
-    """BLAKE2b (16 bytes, hex) of a file's bytes, read in 1 MiB blocks."""
+    """BLAKE2b (16 bytes, hex) of a file's bytes, read in 1 MiB blocks.
+
+    Remembered for the life of the process per (path, size, modification time), so that the
+    dataset identity and the view cache of one training start read each file once; a file whose
+    size or time changed is read again."""
+    st = os.stat(path)
+    return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
