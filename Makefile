@@ -30,7 +30,8 @@ reports-pacs: install
 
 ## JupyterLab on the notebooks, with this project's environment as the kernel (extra options: LAB_ARGS="--port 8890").
 lab: install
-	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 ## The full test suite, then every notebook in smoke mode (digits, and PACS when ../shared/data/pacs exists).
 test: install test-unit smoke

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ucdir_core import companion as C
-from ucdir_core.method.ablation import ROWS, ablation_config
+from ucdir_core.config.presets import get_preset, preset_for_method
+from ucdir_core.config.rows import ROWS, row_config, row_method
+from ucdir_core.config.run import RunConfig, config_differences
 from ucdir_core.evaluation.anchors import ANCHORS
-from ucdir_core.base.config import UCDIRConfig, config_differences, get_preset
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 METHODS = (*ANCHORS, *ROWS)
@@ -53,7 +54,7 @@ def base_config(root: str):
     return get_preset("pacs").replace(root=os.path.abspath(root), dataset="pacs")
 
 
-def regime_differences(saved: dict | None, cfg: UCDIRConfig) -> list[str]:
+def regime_differences(saved: dict | None, cfg: RunConfig) -> list[str]:
     """Config keys in which a results file's regime (``saved``, its ``config``) differs from
     ``cfg``, the data root aside; empty when there is no saved regime."""
     return config_differences(saved, cfg, ignore=("root",)) if saved else []
@@ -76,19 +77,33 @@ def parse_pairs(specs: list[str] | None) -> list[tuple[str, str]] | None:
     return [tuple(s.split("-")) for s in specs] if specs else None
 
 
+#: what a row's run takes from the pair's config when the row's method is another (its data and seed)
+DATA_KEYS = ("root", "dataset", "domains", "split", "seed")
+
+
+def row_run_config(cfg: RunConfig, row: str) -> RunConfig:
+    """``cfg`` (the ``pacs`` preset on one pair, split and seed) as table row ``row``: a row of
+    another method starts from that method's counterpart of the preset (``protoot_pacs``) on the
+    same data, split and seed."""
+    method = row_method(row)
+    if method != cfg.method:
+        cfg = get_preset(preset_for_method("pacs", method)).replace(**{k: getattr(cfg, k) for k in DATA_KEYS})
+    return row_config(cfg, row)
+
+
 def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict, float]:
     """Per-direction metrics of one trained method on one pair (last epoch), its alignment
     (domain mixing, class agreement and prototype spread of the last evaluated epoch), and the
     run's training time (the sum of its epochs' wall times, also when it was read back)."""
     run_dir = runs / C.run_name(cfg, method)
-    history = C.train_or_load(ablation_config(cfg, method), run_dir, progress=False)
+    history = C.train_or_load(row_run_config(cfg, method), run_dir, progress=False)
     last = [r for r in history if "eval" in r][-1]
     return last["eval"], last.get("alignment", {}), float(sum(r.get("wall_seconds", 0.0) for r in history))
 
 
 def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), epochs: int = 8,
                       image_size: int = 64, momentum: float = 0.99, lr: float = 2e-4,
-                      freeze_bn: bool = True, head_init: str = "random") -> UCDIRConfig:
+                      freeze_bn: bool = True, head_init: str = "random") -> RunConfig:
     """The paper's code path on PACS, compressed: the ``domainnet`` preset (its 7 clusters, loss
     weights, temperatures and learning rate; the DomainNet subset also has 7 classes), end to end
     (no frozen trunk, no view cache), the reference's random MLP head; ``epochs`` instead of 200
@@ -109,17 +124,20 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
     untrained features' P@1; docs/results.md, "The paper's code path").
     """
     paper = get_preset("domainnet")
+    p = paper.method_params
     frac = epochs / paper.epochs
     at = lambda e: max(1, round(e * frac))  # noqa: E731
     return paper.replace(
         dataset="pacs", root=os.path.abspath(root), domains=tuple(pair), image_size=image_size,
-        resize_size=image_size, epochs=epochs, clustering_start=at(paper.clustering_start), cluster_contrastive_start=at(paper.cluster_contrastive_start),
-        cluster_contrastive_sat=at(paper.cluster_contrastive_sat), self_entropy_start=at(paper.self_entropy_start), distance_of_distance_start=at(paper.distance_of_distance_start), momentum=momentum,
+        resize_size=image_size, epochs=epochs, clustering_start=at(p.clustering_start),
+        cluster_contrastive_ramp_after=at(p.cluster_contrastive_ramp_after),
+        cluster_contrastive_ramp_end=at(p.cluster_contrastive_ramp_end), self_entropy_start=at(p.self_entropy_start),
+        distance_of_distance_start=at(p.distance_of_distance_start), momentum=momentum,
         lr=lr, freeze_bn=freeze_bn, head_init=head_init, eval_ks=(1, 5, 15), eval_every=1, workers=0,
         kmeans_restarts=1)
 
 
-def run_end_to_end(cfg: UCDIRConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
+def run_end_to_end(cfg: RunConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
     """``{"pair", "config", "results": {method: {direction: metrics}}, "alignment", "wall_seconds"}``
     of the end-to-end runs (last epoch); ``wall_seconds``: the baseline's time plus the runs' own
     epoch times (so that reading finished runs back does not change it)."""

@@ -7,7 +7,7 @@ and for bringing the domains together, rerun from this file.
 Labels choose nothing here except through these numbers, and only on photo<->sketch and
 art_painting<->sketch (the tuning pairs, as for UCDIR's weights); the other 8 directions are
 the PACS benchmark's (``benchmarks.pacs``). Regime: the ``pacs`` preset's data and backbone,
-ProtoOT (``ablation_config(..., "protoot")``, i.e. ``protoot_pacs``) with each trial's changes;
+ProtoOT (the ``protoot_pacs`` preset) with each trial's changes;
 full split, seed 0, last epoch (no epoch selection). Every epoch is evaluated, so P@1 and domain
 mixing per epoch are kept. Results are written after every run and a rerun skips finished runs
 (run folders in ``runs/protoot_trials``).
@@ -27,7 +27,7 @@ import torch
 from benchmarks.pacs import base_config, git_commit, regime_text
 from ucdir_core import companion as C
 from ucdir_core.base.io import write_json
-from ucdir_core.method.ablation import ablation_config
+from ucdir_core.config.presets import get_preset
 
 PHOTO_SKETCH = ("photo", "sketch")
 ART_SKETCH = ("art_painting", "sketch")
@@ -67,7 +67,7 @@ TRIALS: dict[str, tuple[str, dict, tuple[tuple[str, str], ...]]] = {
 
 def trial_config(root: str, pair: tuple[str, str], changes: dict):
     """ProtoOT's CPU preset on one PACS pair with a trial's changes."""
-    return ablation_config(base_config(root).replace(domains=pair), "protoot").replace(**changes)
+    return get_preset("protoot_pacs").replace(root=base_config(root).root, dataset="pacs", domains=pair).replace(**changes)
 
 
 def run_trial(cfg, run_dir: Path) -> dict:

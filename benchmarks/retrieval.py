@@ -7,7 +7,8 @@ Prints time and peak memory (resident set growth, from a child process per measu
 naive implementations (full N x N similarity matrix and a full argsort): ``reference`` follows the
 reference's evaluation step for step (numpy argsort, a Python loop over queries for P@k),
 ``naive`` is the same idea vectorised in torch. They run only where their matrices fit in
---naive-limit-gib.
+--naive-limit-gib. Then, per size, the ratios: P@k + mAP over P@k alone (what mAP costs), and each
+naive implementation's time over the blocked P@k + mAP.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def naive(a, la, b, lb, ks):
 
 
 def blocked(a, la, b, lb, ks, with_map=True):
-    """ucdir_core.evaluation.metrics.retrieval_metrics: one pass, top-k for P@k, rank counting for mAP."""
+    """ucdir_core.evaluation.metrics.retrieval_metrics: one pass, top-k for P@k, one sort of each row for mAP."""
     from ucdir_core.evaluation.metrics import retrieval_metrics
 
     return retrieval_metrics(a, la, b, lb, ks, with_map=with_map)
@@ -110,6 +111,30 @@ def measure(which, n, dim, classes, ks, with_map=True, repeats=1):
     return q.get() if p.exitcode == 0 else {"impl": which, "n": n, "error": f"exit {p.exitcode}"}
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """The comparisons of one size's rows (``rows[0]`` the blocked run, with mAP if the next row is
+    the blocked P@k alone), as lines of text."""
+    blocked_row, by_impl = rows[0], {r["impl"]: r for r in rows[1:]}
+    if "seconds" not in blocked_row:
+        return [f"blocked failed ({blocked_row.get('error')})"]
+    both = "mAP" in blocked_row
+    what = "P@k + mAP" if both else "P@k"
+    lines = [f"blocked {what} {blocked_row['seconds']:.3f} s, peak {blocked_row['peak_gib']:.3f} GiB"]
+    alone = by_impl.get("blocked-P@k-only", {})
+    if both and "seconds" in alone:
+        lines.append(f"blocked P@k alone {alone['seconds']:.3f} s: P@k + mAP takes "
+                     f"{blocked_row['seconds'] / alone['seconds']:.2f}x the time of P@k alone")
+    for impl, how in (("reference", "numpy argsort, loop over queries"), ("naive", "torch argsort")):
+        r = by_impl.get(impl, {})
+        if "seconds" in r:
+            lines.append(f"{impl} ({how}; P@k + mAP) {r['seconds']:.3f} s: "
+                         f"{r['seconds'] / blocked_row['seconds']:.2f}x the time of blocked {what}")
+        if impl == "reference" and "seconds_pk" in r and "seconds" in alone:
+            lines.append(f"reference's own P@k (matrix, argsort, loop) {r['seconds_pk']:.3f} s: "
+                         f"{r['seconds_pk'] / alone['seconds']:.2f}x the time of blocked P@k alone")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", type=int, default=[4400, 50000, 200000])
@@ -136,14 +161,8 @@ def main(argv=None) -> int:
                 rows.append({"impl": impl, "n": n, "skipped": f"needs about {naive_gib:.0f} GiB"})
         for r in rows:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
-        what = "P@k + mAP" if with_map else "P@k"
-        for r in rows[-2:]:
-            if "seconds" in r and "seconds" in rows[0]:
-                print(f"n={n}: blocked ({what}) is {r['seconds'] / rows[0]['seconds']:.1f}x faster than "
-                      f"{r['impl']} (P@k + mAP)", flush=True)
-            if "seconds_pk" in r and len(rows) > 3 and "seconds" in rows[1]:
-                print(f"n={n}: blocked P@k alone is {r['seconds_pk'] / rows[1]['seconds']:.1f}x faster than the "
-                      f"reference's own P@k computation (matrix, argsort, loop)", flush=True)
+        for line in summary(rows):
+            print(f"n={n}: {line}", flush=True)
     return 0
 
 

@@ -18,17 +18,20 @@ from pathlib import Path
 
 import torch
 
-from ucdir_core import get_preset
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.method.ablation import ablation_config
+from ucdir_core.config.presets import get_preset
+from ucdir_core.config.rows import row_config
+from ucdir_core.data.loader import epoch_loader
+from ucdir_core.method.interface import EpochContext
 from ucdir_core.training.build import build_trainer
 
 
 def all_losses_from_epoch_0(cfg):
     """``cfg`` with every UCDIR loss on at epoch 0 (weights of 0 replaced by 1)."""
-    return cfg.replace(clustering_start=0, cluster_contrastive_weight_start=cfg.cluster_contrastive_weight_sat or 1.0,
-                       self_entropy_start=0, self_entropy_weight=cfg.self_entropy_weight or 1.0,
-                       distance_of_distance_start=0, distance_of_distance_weight=cfg.distance_of_distance_weight or 1.0)
+    p = cfg.method_params
+    return cfg.replace(clustering_start=0, cluster_contrastive_weight_initial=p.cluster_contrastive_weight or 1.0,
+                       self_entropy_start=0, self_entropy_weight=p.self_entropy_weight or 1.0,
+                       distance_of_distance_start=0, distance_of_distance_weight=p.distance_of_distance_weight or 1.0)
 
 
 def time_steps(trainer, batches) -> float:
@@ -44,7 +47,8 @@ def ready_trainer(cfg, run_dir):
     """A trainer at the start of epoch 0: banks filled, the method's per-epoch state computed."""
     trainer, _ = build_trainer(cfg, run_dir, progress=False, log=lambda s: None)
     trainer.model.fill_banks(trainer.embedder.train_embeddings())
-    trainer.method.begin_epoch(trainer.epoch_context(0))
+    trainer.method.begin_epoch(EpochContext(0, trainer.model.banks, trainer.embedder.train_embeddings,
+                                            trainer.cluster))
     return trainer
 
 
@@ -52,8 +56,8 @@ def measure(name, cfg, steps):
     full_cfg = all_losses_from_epoch_0(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         full = ready_trainer(full_cfg, Path(tmp) / "full")
-        inst = ready_trainer(ablation_config(full_cfg, "instance"), Path(tmp) / "instance")
-        loader = iter(full.loader(0))
+        inst = ready_trainer(row_config(full_cfg, "instance"), Path(tmp) / "instance")
+        loader = iter(epoch_loader(full.inputs, full.cfg, 0, full.batch_size))
         batches = [next(loader) for _ in range(steps)]
         time_steps(full, batches[:2])  # warm-up
         t_full = time_steps(full, batches)

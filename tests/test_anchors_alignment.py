@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from ucdir_core.base.pair import DomainPair
 from ucdir_core.evaluation.alignment import alignment_diagnostics, prototype_spread
 from ucdir_core.evaluation.anchors import anchor_embeddings, centered, oracle
 from ucdir_core.evaluation.metrics import retrieval_metrics
-from ucdir_core.base.pair import DomainPair
 
 
 def _two_domains(seed=0, n=40, d=16, shift=5.0, across_classes=False):
@@ -77,7 +77,7 @@ def test_alignment_diagnostics_names_every_combination_and_sees_the_gap():
 
 def test_both_input_pipelines_provide_the_same_parts(digits_root, tmp_path, monkeypatch):
     monkeypatch.setenv("UCDIR_DATA", str(tmp_path))  # the view cache
-    from ucdir_core.base.config import get_preset
+    from ucdir_core.config.presets import get_preset
     from ucdir_core.data.splits import load_split_images
     from ucdir_core.data.inputs import CachedTrunk, DecodedImages, build_inputs, input_pipeline
 

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ucdir_core"
 #: the layers, lowest first
-LAYERS = ("base", "method", "data", "evaluation", "training", "inference", "companion", "cli")
+LAYERS = ("base", "models", "method", "align", "config", "data", "evaluation", "training", "inference", "companion", "cli")
 
 
 def module_name(path: Path) -> str:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from ucdir_core.method.backbones import CheckpointMismatch, build_backbone, efficientnet_lite0, resnet50_moco
+from ucdir_core.models.backbones import CheckpointMismatch, build_backbone, efficientnet_lite0, resnet50_moco
 
 
 def test_lite0_weights_classify_the_daisy():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ucdir_core import get_preset
+from ucdir_core.config.presets import get_preset
 from ucdir_core.data.cache import CachedTwoViews, split_backbone
-from ucdir_core.method.model import Encoder, init_head_pca
+from ucdir_core.models.encoders import Encoder, init_head_pca
 from ucdir_core.training.build import build_trainer, train
 
 
@@ -53,8 +53,8 @@ def test_cached_trunk_pipeline_trains_and_resumes(digits_root, tmp_path, monkeyp
     cfg = get_preset("digits").replace(
         root=str(digits_root), backbone="tv:resnet18", trunk_blocks=3, cached_views=3, head_init="pca",
         max_images_per_domain=80, image_size=32, resize_size=32, batch_size=16, epochs=2, clustering_start=1,
-        num_clusters=(4,), kmeans_restarts=1, workers=0, device="cpu", eval_ks=(1,), cluster_contrastive_start=0,
-        cluster_contrastive_weight_start=0.5)
+        num_clusters=(4,), kmeans_restarts=1, workers=0, device="cpu", eval_ks=(1,), cluster_contrastive_ramp_after=0,
+        cluster_contrastive_weight_initial=0.5)
     history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert len(history) == 2 and history[1]["loss_cluster_contrastive"] != 0
     assert len(list((tmp_path / "home" / "view-cache").glob("views-*.pt"))) == 4  # views + eval, per domain

@@ -5,8 +5,8 @@ import json
 import pytest
 
 
-from ucdir_core.cli import main
 from conftest import write_folder
+from ucdir_core.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -90,7 +90,7 @@ def test_train_with_missing_root_and_bad_override(capsys, tmp_path):
 def test_train_skips_broken_files_with_count(capsys, tiny_root, tmp_path):
     (tiny_root / "a" / "x" / "zero.png").write_bytes(b"")
     code, out, err = run_cli(capsys, "train", "--preset", "digits_scratch", "--root", str(tiny_root), "--domains", "a", "b", "--run-dir",
-                             str(tmp_path / "run"), "--quiet", "--backbone", "small_cnn", "--epochs", "1",
+                             str(tmp_path / "run"), "--quiet", "--backbone", "small_cnn", "--epochs", "1", "--row", "instance",
                              "--set", "batch_size=8", "--set", "image_size=16", "--set", "resize_size=16",
                              "--set", "num_clusters=3", "--set", "workers=0")
     assert code == 0, err

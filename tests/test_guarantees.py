@@ -56,13 +56,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ucdir_core import get_preset
+from conftest import write_folder
+from ucdir_core.base.errors import DataError
+from ucdir_core.cli import main
+from ucdir_core.config.presets import get_preset
+from ucdir_core.config.rows import row_config
 from ucdir_core.data import datasets
 from ucdir_core.training import runs
-from ucdir_core.cli import main
-from ucdir_core.base.errors import DataError
 from ucdir_core.training.build import train
-from conftest import write_folder
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -122,7 +123,7 @@ def small_root(tmp_path_factory):
 def small_config(root):
     return get_preset("digits_scratch").replace(
         root=str(root), domains=("a", "b"), image_size=16, resize_size=16, batch_size=8, epochs=2, clustering_start=1,
-        cluster_contrastive_start=0, cluster_contrastive_sat=1, cluster_contrastive_weight_start=0.5, self_entropy_start=1, distance_of_distance_start=1, num_clusters=(3,), kmeans_restarts=1,
+        cluster_contrastive_ramp_after=0, cluster_contrastive_ramp_end=1, cluster_contrastive_weight_initial=0.5, self_entropy_start=1, distance_of_distance_start=1, num_clusters=(3,), kmeans_restarts=1,
         workers=0, eval_ks=(1,), device="cpu", eval_batch_size=64)
 
 
@@ -149,9 +150,13 @@ def run_copy(trained, tmp_path):
 def train_args(cfg, run_dir, *extra):
     args = ["train", "--preset", "digits_scratch", "--root", cfg.root, "--domains", "a", "b", "--run-dir",
             str(run_dir), "--quiet", "--device", "cpu", "--epochs", str(cfg.epochs)]
-    for key in ("image_size", "resize_size", "batch_size", "clustering_start", "cluster_contrastive_start", "cluster_contrastive_sat", "cluster_contrastive_weight_start",
-                "self_entropy_start", "distance_of_distance_start", "num_clusters", "kmeans_restarts", "workers", "eval_ks", "eval_batch_size"):
-        value = getattr(cfg, key)
+    flat = cfg.flat()
+    for key in ("image_size", "resize_size", "batch_size", "clustering_start", "cluster_contrastive_ramp_after",
+                "cluster_contrastive_ramp_end", "cluster_contrastive_weight_initial", "cluster_contrastive_weight",
+                "self_entropy_start", "self_entropy_weight", "distance_of_distance_start", "distance_of_distance_weight",
+                "num_clusters", "kmeans_restarts", "workers", "eval_ks", "eval_batch_size"):
+        value = flat[key]
+        value = tuple(value) if isinstance(value, list) else value
         args += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"]
     return args + list(extra)
 
@@ -190,7 +195,7 @@ def moco_net():
 
 
 def test_crafted_moco_checkpoint_runs_nothing(moco_net, tmp_path):
-    from ucdir_core.method.backbones import resnet50_moco
+    from ucdir_core.models.backbones import resnet50_moco
 
     marker = tmp_path / "ran"
     state = {f"module.encoder_q.{k}": v for k, v in list(moco_net.state_dict().items())[:3]}
@@ -202,7 +207,7 @@ def test_crafted_moco_checkpoint_runs_nothing(moco_net, tmp_path):
 
 
 def test_moco_release_format_still_loads(moco_net, tmp_path):
-    from ucdir_core.method.backbones import resnet50_moco
+    from ucdir_core.models.backbones import resnet50_moco
 
     state = {f"module.encoder_q.{k}": v for k, v in moco_net.state_dict().items() if not k.startswith("fc.")}
     state["module.encoder_q.fc.0.weight"] = torch.zeros(8, 8)  # MoCo v2's MLP head, dropped
@@ -370,7 +375,7 @@ def test_train_refuses_a_folder_holding_a_run_unless_overwrite(cfg, run_copy, ca
     after = snapshot(run_copy)
     assert runs.LOCK not in after and after == before  # the lock is gone with the writer that took it
     (run_copy / "split.json").write_text("{}")  # the old run's files go, whatever they hold
-    assert main(train_args(cfg.replace(epochs=1), run_copy, "--overwrite")) == 0
+    assert main(train_args(row_config(cfg.replace(epochs=1), "instance"), run_copy, "--overwrite")) == 0
     assert [r["epoch"] for r in runs.RunFolder(run_copy).history()] == [0]
     assert not (run_copy / "split.json").exists() and not (run_copy / runs.PREV).exists()
 
@@ -419,17 +424,18 @@ def test_corrupt_last_checkpoint_is_one_line_and_resume_falls_back(cfg, trained,
     assert any("falling back to prev.pt" in m for m in logged)
     assert strip(resumed) == strip(runs.RunFolder(trained).history())
     assert (run_copy / "last.pt.corrupt").exists()
-    assert torch.load(run_copy / runs.LAST, weights_only=True)["epoch"] == 2
+    assert torch.load(run_copy / runs.LAST, weights_only=True)["epoch"] == 1  # the last epoch done (0-based)
 
 
 def test_checkpoint_rotation_survives_a_kill_between_renames(tmp_path):
     run = runs.RunFolder(tmp_path / "run")
     run.save_last({"epoch": 1})
     run.save_last({"epoch": 2})
-    assert torch.load(run.file(runs.PREV), weights_only=True) == {"epoch": 1}
+    first = {"epoch": 1, "checkpoint_format": runs.CHECKPOINT_FORMAT}
+    assert torch.load(run.file(runs.PREV), weights_only=True) == first
     run.file(runs.LAST).unlink()  # killed after last.pt became prev.pt, before the new last.pt
     state, path = run.load_last(quiet)
-    assert state == {"epoch": 1} and path.name == runs.PREV
+    assert state == first and path.name == runs.PREV
 
 
 def test_torn_history_line_is_one_line_and_resume_repairs_it(cfg, run_copy):
@@ -462,7 +468,7 @@ def test_stale_temp_files_removed_and_umask_respected(cfg, run_copy):
 def test_changed_dataset_is_one_line(small_root, tmp_path, capsys):
     root = tmp_path / "root"
     shutil.copytree(small_root, root)
-    cfg = small_config(root).replace(epochs=1)
+    cfg = row_config(small_config(root).replace(epochs=1), "instance")
     train(cfg, tmp_path / "run", progress=False, log=quiet)
     for i in range(2):
         shutil.copy(root / "a" / "x" / "000.png", root / "a" / "x" / f"new{i}.png")

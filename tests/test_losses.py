@@ -6,13 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ucdir_core.method.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
+from references import ref_cluster, ref_dod, ref_entropy, ref_instance, unit
 from ucdir_core.base.pair import DomainPair
-
-
-def unit(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
+from ucdir_core.method.losses import cluster_contrastive, distance_of_distance, instance_contrastive, self_entropy
 
 
 @pytest.fixture
@@ -26,58 +22,6 @@ def batch():
     assign = torch.arange(N) % K
     protos = unit(K, d, seed=4)
     return q, k, bank, ids, assign, protos
-
-
-def ref_instance(q, k, bank, ids, T):
-    total = 0.0
-    for i in range(q.shape[0]):
-        pos = math.exp(float(q[i] @ k[i]) / T)
-        neg = sum(math.exp(float(q[i] @ bank[j]) / T) for j in range(bank.shape[0]) if j != int(ids[i]))
-        total += -math.log(pos / (pos + neg))
-    return total / q.shape[0]
-
-
-def ref_cluster(q, k, bank, ids, assign, protos, T, thr):
-    num, den = 0.0, 0.0
-    for i in range(q.shape[0]):
-        s = [float(q[i] @ bank[j]) / T for j in range(bank.shape[0])]
-        lse = math.log(sum(math.exp(v) for v in s))
-        c = int(assign[ids[i]])
-        pos = [j for j in range(bank.shape[0]) if int(assign[j]) == c]
-        l_i = sum(s[j] - lse for j in pos) / (len(pos) + 1e-8)
-        logits = [float(k[i] @ protos[m]) / T for m in range(protos.shape[0])]
-        conf = math.exp(logits[c]) / sum(math.exp(v) for v in logits)
-        w = 1.0 if conf > thr else 0.0
-        num += w * l_i
-        den += w
-    return -num / (den + 1e-8)
-
-
-def ref_entropy(q, protos, tau):
-    total = 0.0
-    for i in range(q.shape[0]):
-        z = [float(q[i] @ protos[m]) / tau for m in range(protos.shape[0])]
-        mx = max(z)
-        e = [math.exp(v - mx) for v in z]
-        p = [v / sum(e) for v in e]
-        total += -sum(pi * math.log(pi) for pi in p if pi > 0)
-    return total / q.shape[0]
-
-
-def ref_dod(q, pa, pb, tau):
-    def soft(x, P):
-        z = [float(x @ P[m]) / tau for m in range(P.shape[0])]
-        mx = max(z)
-        e = [math.exp(v - mx) for v in z]
-        return [v / sum(e) for v in e]
-
-    def cos(u, v):
-        return sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
-
-    a = [soft(x, pa) for x in q]
-    b = [soft(x, pb) for x in q]
-    n = len(a)
-    return sum(sum(((1 - cos(a[i], a[j])) - (1 - cos(b[i], b[j]))) ** 2 for j in range(n)) for i in range(n)) / n
 
 
 def test_instance_matches_loop_reference(batch):
@@ -198,13 +142,13 @@ def test_centred_assignments_remove_each_domains_bank_mean():
 
 
 def test_centring_makes_dod_and_self_entropy_blind_to_a_domain_offset():
-    from ucdir_core.method.ucdir import LossParams, ucdir_objective
-    from ucdir_core.method.schedules import LossWeights
+    from ucdir_core.method.ucdir import LossWeights, ucdir_objective
+    from ucdir_core.method.ucdir_params import UCDIRParams
 
     w = LossWeights(instance_contrastive=0.0, cluster_contrastive=0.0, self_entropy=1.0, distance_of_distance=1.0,
                     clustering=True)
-    centred = LossParams(distance_of_distance_center=True, self_entropy_center=True)
-    plain = LossParams()
+    centred = UCDIRParams(distance_of_distance_centred=True, self_entropy_centred=True)
+    plain = UCDIRParams()
     small, big = _objective_inputs(0.5), _objective_inputs(5.0)
     t_small = ucdir_objective(*small, w, centred)[1]
     t_big = ucdir_objective(*big, w, centred)[1]

@@ -3,34 +3,34 @@ read, seeding in one place, and the UCDIR pieces that had no direct test."""
 
 from __future__ import annotations
 
+import ast
 import json
 import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import killed_and_resumed
-from ucdir_core import get_preset
-from ucdir_core.base.config import LEGACY_KEYS, UCDIRConfig
+from references import ref_dod, ref_entropy, unit
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.params import Params
 from ucdir_core.base.seeding import forked_rng, rng_state
+from ucdir_core.config.presets import get_preset, preset_for_method
+from ucdir_core.config.rows import ROWS, row_config
+from ucdir_core.config.run import LEGACY_KEYS, RunConfig
+from ucdir_core.method import params as method_params
 from ucdir_core.method import registry
-from ucdir_core.method.ablation import ABLATIONS, ablation_config
 from ucdir_core.method.clustering import Clustering, cluster_domain, kmeans
 from ucdir_core.method.interface import EpochContext, Method, StepBatch
-from ucdir_core.method.schedules import LossWeights
-from ucdir_core.method.ucdir import LossParams, ucdir_objective
+from ucdir_core.method.ucdir import LossWeights, ucdir_objective
+from ucdir_core.method.ucdir_params import ROWS as UCDIR_ROWS
+from ucdir_core.method.ucdir_params import UCDIRParams
 from ucdir_core.training import runs
 from ucdir_core.training.build import train
-
-
-@pytest.fixture
-def tiny_cfg(digits_root):
-    return get_preset("digits_scratch").replace(
-        root=str(digits_root), max_images_per_domain=64, image_size=16, resize_size=16, batch_size=16, epochs=2,
-        clustering_start=1, num_clusters=(4,), kmeans_restarts=1, workers=0, eval_ks=(1,), device="cpu")
 
 
 class Toy(Method):
@@ -41,8 +41,8 @@ class Toy(Method):
     name = "toy"
     terms = ("instance_contrastive", "bank_mean")
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, params, num_clusters, epochs):
+        super().__init__(params, num_clusters, epochs)
         self.means = None
         self.steps = 0
         self.epochs_seen: list[int] = []
@@ -72,9 +72,19 @@ class Toy(Method):
         self.steps = int(state.get("steps", 0))
 
 
+@dataclass(frozen=True)
+class ToyParams(Params):
+    """The toy method's parameters: none beyond a temperature."""
+
+    method: ClassVar[str] = "toy"
+    divergence_keys: ClassVar[tuple[str, ...]] = ("temperature",)
+    temperature: float = 0.2
+
+
 @pytest.fixture
 def toy_registered(monkeypatch):
     monkeypatch.setitem(registry.METHODS, "toy", Toy)
+    monkeypatch.setitem(method_params.METHOD_PARAMS, "toy", ToyParams)
 
 
 def strip(history):
@@ -82,7 +92,7 @@ def strip(history):
 
 
 def test_a_second_method_is_one_module_behind_the_interface(tiny_cfg, tmp_path, toy_registered):
-    history = train(tiny_cfg.replace(method="toy"), tmp_path / "run", progress=False, log=lambda s: None)
+    history = train(tiny_cfg.replace(method="toy", epochs=2), tmp_path / "run", progress=False, log=lambda s: None)
     assert [r["w_bank_mean"] for r in history] == [0.0, 0.5]
     assert all("loss_bank_mean" in r and "loss_instance_contrastive" in r and "eval" in r for r in history)
     assert "loss_self_entropy" not in history[0]
@@ -90,26 +100,42 @@ def test_a_second_method_is_one_module_behind_the_interface(tiny_cfg, tmp_path, 
     assert state["method"]["steps"] > 0
 
 
-def test_a_methods_state_is_restored_on_resume(tiny_cfg, tmp_path, toy_registered, monkeypatch):
-    cfg = tiny_cfg.replace(method="toy", epochs=3)
-    full, resumed = killed_and_resumed(cfg, tmp_path, monkeypatch, kill_epoch=2)
-    assert resumed == full
-    steps = [torch.load(p / runs.LAST, weights_only=True)["method"]["steps"] for p in (tmp_path / "full", tmp_path / "killed")]
-    assert steps[0] == steps[1] > 0
-
-
 def test_an_unknown_method_is_one_line():
     with pytest.raises(ValueError, match="unknown method 'nope'; known: .*ucdir"):
-        registry.build_method(get_preset("digits").replace(method="nope"))
+        get_preset("digits").replace(method="nope")
+    with pytest.raises(ValueError, match="unknown method"):
+        registry.build_method(object(), (4,), 2)
 
 
-def test_the_trainer_never_names_a_method():
-    import inspect
+def method_branches(source: str) -> list[str]:
+    """Comparisons in ``source`` (Python code) that test a value against a method's name
+    (``cfg.method == "protoot"``, ``"ucdir" in (...)``, ``match method: case "ucdir"``), read with ast."""
+    names = set(registry.METHODS) | set(method_params.METHOD_PARAMS)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+            consts = {c.value for part in parts for c in ast.walk(part) if isinstance(c, ast.Constant)}
+            if consts & names:
+                found.append(ast.unparse(node))
+        elif isinstance(node, ast.match_case):
+            consts = {c.value for c in ast.walk(node.pattern) if isinstance(c, ast.Constant)}
+            if consts & names:
+                found.append(ast.unparse(node.pattern))
+    return found
 
-    import ucdir_core.training.trainer as T
 
-    src = inspect.getsource(T).lower()
-    assert "ucdir_objective" not in src and "lossweights" not in src and "cluster_contrastive" not in src
+def test_no_code_outside_the_methods_branches_on_a_method_name():
+    package = Path(registry.__file__).parents[1]
+    found = {str(p.relative_to(package)): method_branches(p.read_text()) for p in package.rglob("*.py")
+             if "method" not in p.relative_to(package).parts}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+@pytest.mark.parametrize("code", ['if cfg.method == "protoot":\n    pass', 'x = "ucdir" != m',
+                                  'ok = name in ("ucdir", "x")', 'match m:\n    case "protoot":\n        pass'])
+def test_the_method_branch_guard_sees_a_branch(code):
+    assert method_branches(code)
 
 
 # ----------------------------------------------------------------------------- one vocabulary
@@ -117,20 +143,22 @@ def test_a_config_in_the_old_key_names_loads_unchanged():
     old = {"inst_weight": 0.7, "warmup_epochs": 3, "cw_start": 4, "cw_sat": 9, "cw_weight_start": 0.1,
            "cw_weight_sat": 0.9, "se_temperature": 0.3, "se_weight": 0.4, "se_start": 5, "se_center": True,
            "dod_temperature": 0.02, "dod_weight": 0.6, "dod_start": 6, "dod_center": True, "num_clusters": [7]}
-    cfg = UCDIRConfig.from_dict(old)
-    assert set(old) - {"num_clusters"} == set(LEGACY_KEYS)
-    for key, value in old.items():
-        new = LEGACY_KEYS.get(key, key)
-        assert getattr(cfg, new) == (tuple(value) if isinstance(value, list) else value), key
-    assert UCDIRConfig().with_overrides(["dod_weight=0.25"]).distance_of_distance_weight == 0.25
+    second = {"cluster_contrastive_start": 4, "cluster_contrastive_sat": 9, "cluster_contrastive_weight_start": 0.1,
+              "cluster_contrastive_weight_sat": 0.9, "self_entropy_center": True, "distance_of_distance_center": True}
+    assert set(old) - {"num_clusters"} | set(second) == set(LEGACY_KEYS)  # both generations of old names
+    for written in (old, second):
+        cfg = RunConfig.from_dict(written)
+        for key, value in written.items():
+            assert cfg.flat()[LEGACY_KEYS.get(key, key)] == value, key
+    assert RunConfig().with_overrides(["dod_weight=0.25"]).method_params.distance_of_distance_weight == 0.25
 
 
 def test_the_committed_results_file_loads_with_the_current_config():
     from pathlib import Path
 
     res = json.loads((Path(__file__).parents[1] / "results" / "pacs.json").read_text())
-    cfg = UCDIRConfig.from_dict(res["config"])
-    assert cfg.clustering_start == 1 and cfg.distance_of_distance_weight == pytest.approx(0.0003)
+    cfg = RunConfig.from_dict(res["config"])
+    assert cfg.method_params.clustering_start == 1 and cfg.method_params.distance_of_distance_weight == pytest.approx(0.0003)
 
 
 def test_a_history_line_in_the_old_names_reads_under_the_new_ones(tmp_path):
@@ -144,11 +172,14 @@ def test_a_history_line_in_the_old_names_reads_under_the_new_ones(tmp_path):
     assert "loss_instance" not in row and row["loss_total"] == 3.25
 
 
-def test_loss_params_are_read_from_the_config_by_name():
-    cfg = get_preset("domainnet").replace(threshold=0.3, distance_of_distance_center=True)
-    p = LossParams.from_config(cfg)
-    assert (p.temperature, p.threshold, p.self_entropy_temperature) == (0.2, 0.3, 0.1)
-    assert p.distance_of_distance_center and not p.self_entropy_center
+def test_the_methods_parameters_live_in_their_own_dataclass():
+    cfg = get_preset("domainnet").replace(threshold=0.3, distance_of_distance_centred=True)
+    p = cfg.method_params
+    assert isinstance(p, UCDIRParams) and (p.temperature, p.threshold, p.self_entropy_temperature) == (0.2, 0.3, 0.1)
+    assert p.distance_of_distance_centred and not p.self_entropy_centred
+    assert not hasattr(cfg, "threshold")  # one place for a method's key
+    saved = cfg.to_dict()
+    assert saved["method"] == "ucdir" and saved["method_params"]["threshold"] == 0.3 and "threshold" not in saved
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -201,73 +232,57 @@ def test_cluster_domain_gives_unit_prototypes_on_the_inputs_device_seeded_by_the
         cluster_domain(x, (61,))
 
 
-def test_ablation_config_switches_off_exactly_its_losses():
+def test_ucdirs_rows_switch_off_exactly_their_losses():
     cfg = get_preset("pacs")
-    rows = {name: ablation_config(cfg, name) for name in ABLATIONS}
-    assert rows["full"] == cfg
+    rows = {name: row_config(cfg, name).method_params for name in UCDIR_ROWS}
+    p = cfg.method_params
+    assert row_config(cfg, "full") == cfg
     assert rows["+cluster"].self_entropy_weight == 0 and rows["+cluster"].distance_of_distance_weight == 0
-    assert rows["+cluster"].cluster_contrastive_weight_sat == cfg.cluster_contrastive_weight_sat
-    assert rows["+self_entropy"].self_entropy_weight == cfg.self_entropy_weight
+    assert rows["+cluster"].cluster_contrastive_weight == p.cluster_contrastive_weight
+    assert rows["+self_entropy"].self_entropy_weight == p.self_entropy_weight
     assert rows["+self_entropy"].distance_of_distance_weight == 0
     assert rows["+distance_of_distance"].self_entropy_weight == 0
-    assert rows["+distance_of_distance"].distance_of_distance_weight == cfg.distance_of_distance_weight
+    assert rows["+distance_of_distance"].distance_of_distance_weight == p.distance_of_distance_weight
     inst = rows["instance"]
-    assert inst.cluster_contrastive_weight_start == inst.cluster_contrastive_weight_sat == 0
-    assert inst.clustering_start == cfg.epochs  # never clusters
+    assert inst.cluster_contrastive_weight_initial == inst.cluster_contrastive_weight == 0
+    method = registry.build_method(inst, cfg.num_clusters, cfg.epochs)
+    assert not any(method.schedule.weights(e).clustering for e in range(cfg.epochs))  # never clusters
     with pytest.raises(ValueError, match="unknown table row"):
-        ablation_config(cfg, "nope")
+        row_config(cfg, "nope")
+
+
+def test_rows_belong_to_their_method():
+    assert ROWS == ("instance", "+cluster", "+self_entropy", "+distance_of_distance", "full", "protoot_in_domain",
+                    "protoot")
+    with pytest.raises(ValueError, match="row \\+cluster is a row of method ucdir, but this config trains protoot"):
+        row_config(get_preset("protoot_pacs"), "+cluster")
+    with pytest.raises(ValueError, match="row protoot is a row of method protoot, but this config trains ucdir"):
+        row_config(get_preset("pacs"), "protoot")
+    protoot = get_preset(preset_for_method("pacs", "protoot"))
+    assert row_config(protoot, "protoot") == get_preset("protoot_pacs")
+    assert row_config(protoot, "protoot_in_domain").method_params.cross_domain_weight == 0.0
 
 
 # ----------------------------------------------------------------------------- several K
-def _unit(*shape, seed):
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
-
-
 def _several_k_inputs():
-    q = DomainPair(_unit(6, 8, seed=1).requires_grad_(True), _unit(6, 8, seed=2).requires_grad_(True))
-    k = DomainPair(_unit(6, 8, seed=3), _unit(6, 8, seed=4))
-    banks = DomainPair(_unit(30, 8, seed=5), _unit(30, 8, seed=6))
+    q = DomainPair(unit(6, 8, seed=1).requires_grad_(True), unit(6, 8, seed=2).requires_grad_(True))
+    k = DomainPair(unit(6, 8, seed=3), unit(6, 8, seed=4))
+    banks = DomainPair(unit(30, 8, seed=5), unit(30, 8, seed=6))
     ids = DomainPair(torch.tensor([0, 4, 9, 13, 21, 29]), torch.tensor([1, 2, 3, 17, 18, 28]))
-    clus = DomainPair(*(Clustering([torch.arange(30) % 5, torch.arange(30) % 3], [_unit(5, 8, seed=s), _unit(3, 8, seed=s + 1)])
+    clus = DomainPair(*(Clustering([torch.arange(30) % 5, torch.arange(30) % 3], [unit(5, 8, seed=s), unit(3, 8, seed=s + 1)])
                         for s in (10, 20)))
     return q, k, banks, ids, clus
 
 
-def _entropy_loop(q, p, t):
-    out = []
-    for i in range(q.shape[0]):
-        z = [float(q[i] @ p[j]) / t for j in range(p.shape[0])]
-        m = max(z)
-        e = [np.exp(v - m) for v in z]
-        s = sum(e)
-        out.append(-sum((v / s) * np.log(v / s) for v in e))
-    return float(np.mean(out))
-
-
-def _dod_loop(q, pa, pb, t):
-    def assign(p):
-        rows = []
-        for i in range(q.shape[0]):
-            z = np.array([float(q[i] @ p[j]) / t for j in range(p.shape[0])])
-            e = np.exp(z - z.max())
-            rows.append(e / e.sum())
-        return rows
-
-    a, b = assign(pa), assign(pb)
-    cos = lambda u, v: float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))  # noqa: E731
-    n = len(a)
-    return float(np.mean([sum(((1 - cos(a[i], a[j])) - (1 - cos(b[i], b[j]))) ** 2 for j in range(n)) for i in range(n)]))
-
-
 def test_several_k_average_self_entropy_and_distance_of_distance_over_every_clustering():
     q, k, banks, ids, clus = _several_k_inputs()
-    params = LossParams(self_entropy_temperature=0.1, distance_of_distance_temperature=0.05)
+    params = UCDIRParams(self_entropy_temperature=0.1, distance_of_distance_temperature=0.05)
     w = LossWeights(instance_contrastive=0.0, cluster_contrastive=0.0, self_entropy=1.0, distance_of_distance=1.0,
                     clustering=True)
     _, terms = ucdir_objective(q, k, banks, ids, clus, w, params)
     qs = [t.detach() for t in q]
-    se = [_entropy_loop(qd, p, 0.1) for c in range(2) for qd in qs for p in (clus.a.prototypes[c], clus.b.prototypes[c])]
-    dod = [_dod_loop(qd, clus.a.prototypes[c], clus.b.prototypes[c], 0.05) for c in range(2) for qd in qs]
+    se = [ref_entropy(qd, p, 0.1) for c in range(2) for qd in qs for p in (clus.a.prototypes[c], clus.b.prototypes[c])]
+    dod = [ref_dod(qd, clus.a.prototypes[c], clus.b.prototypes[c], 0.05) for c in range(2) for qd in qs]
     assert len(se) == 8 and len(dod) == 4  # 4 x nK and 2 x nK terms
     assert terms["self_entropy"] == pytest.approx(np.mean(se), rel=1e-9)
     assert terms["distance_of_distance"] == pytest.approx(np.mean(dod), rel=1e-9)

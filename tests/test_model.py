@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from ucdir_core.method.backbones import SmallCNN
-from ucdir_core.method.model import MomentumEncoders, Encoder
-from ucdir_core.method.clustering import Clustering
-from ucdir_core.method.ucdir import LossParams, ucdir_objective
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.method.schedules import LossWeights
+from ucdir_core.method.clustering import Clustering
+from ucdir_core.method.ucdir import LossWeights, ucdir_objective
+from ucdir_core.method.ucdir_params import UCDIRParams
+from ucdir_core.models.backbones import SmallCNN
+from ucdir_core.models.encoders import MomentumEncoders, Encoder
 
 
 def make_model(n_a=10, n_b=12):
@@ -54,7 +54,7 @@ def test_training_step_leaves_key_encoder_and_bank_without_grad():
         torch.testing.assert_close(bank[~written], old[~written])  # exactly the rows in ids changed
     protos = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
     clus = DomainPair(Clustering([torch.arange(10) % 3], [protos]), Clustering([torch.arange(12) % 3], [protos.flip(0)]))
-    loss, terms = ucdir_objective(q, k, model.banks, ids, clus, LossWeights(1, 1, 1, 1, True), LossParams())
+    loss, terms = ucdir_objective(q, k, model.banks, ids, clus, LossWeights(1, 1, 1, 1, True), UCDIRParams())
     loss.backward()
     assert all(p.grad is None for p in model.encoder_k.parameters())
     assert not model.bank_a.requires_grad and model.bank_a.grad is None

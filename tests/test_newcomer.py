@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_folder
-from ucdir_core import get_preset
 from ucdir_core.cli import main
+from ucdir_core.config.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def small(tmp_path_factory):
     root = write_folder(tmp / "data", {"A": {"cat": 6, "dog": 6}, "B": {"cat": 6, "dog": 6}}, size=24)
     run = tmp / "run"
     assert main(["train", "--preset", "digits_scratch", "--root", str(root), "--domains", "A", "B", "--run-dir",
-                 str(run), "--device", "cpu", "--epochs", "1", "--set", "image_size=16", "--set", "resize_size=16",
+                 str(run), "--device", "cpu", "--epochs", "1", "--row", "instance", "--set", "image_size=16", "--set", "resize_size=16",
                  "--set", "batch_size=4", "--set", "num_clusters=2", "--set", "kmeans_restarts=1",
                  "--set", "eval_ks=1"]) == 0
     return root, run

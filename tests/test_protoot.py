@@ -11,73 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import killed_and_resumed
-from ucdir_core import get_preset
+from references import ce_loop, cross_loop, in_domain_loop, sinkhorn_loop, unit
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.config.presets import get_preset
 from ucdir_core.method.clustering import Clustering
 from ucdir_core.method.interface import EpochContext, StepBatch
+from ucdir_core.method.protoot import ProtoOT, matched_marginal
 from ucdir_core.method.prototype_losses import (bank_plan, cross_domain_loss, cross_domain_neighbour_loss, in_domain_loss,
                                                 moved_prototypes, nearest_neighbours)
-from ucdir_core.method.protoot import ProtoOT, matched_marginal
 from ucdir_core.method.transport import marginal_of, plan_similarity, transport_plan
-
-
-def unit(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
-
-
-# ----------------------------------------------------------------------------- loops from the spec
-def sinkhorn_loop(S, beta, eps, iters):
-    """Section 3, written with Python lists."""
-    n, k = len(S), len(S[0])
-    Q = [[math.exp(S[i][j] / eps) for i in range(n)] for j in range(k)]  # K x N
-    total = sum(map(sum, Q))
-    Q = [[v / total for v in row] for row in Q]
-    for _ in range(iters):
-        for j in range(k):
-            s = sum(Q[j])
-            Q[j] = [v / s * beta[j] for v in Q[j]]
-        for i in range(n):
-            s = sum(Q[j][i] for j in range(k))
-            for j in range(k):
-                Q[j][i] = Q[j][i] / s / n
-    return [[Q[j][i] * n for j in range(k)] for i in range(n)]  # N x K
-
-
-def ce_loop(pos, negs, t):
-    logits = [pos / t] + [v / t for v in negs]
-    m = max(logits)
-    return -(logits[0] - m - math.log(sum(math.exp(v - m) for v in logits)))
-
-
-def in_domain_loop(q, k, bank, ids, P, plan, t, w_nn, w_p):
-    """Section 4, one query at a time."""
-    out = []
-    for i in range(len(q)):
-        ti = int(ids[i])
-        m = max(range(len(P)), key=lambda j: float(plan[ti][j]))
-        sims = [float(k[i] @ bank[j]) for j in range(len(bank))]
-        norm = math.sqrt(sum(v * v for v in sims))
-        sims = [v / norm for v in sims]  # the reference's row normalisation (argmax unchanged)
-        nn = max((j for j in range(len(bank)) if j != ti), key=lambda j: sims[j])
-        negs = [float(q[i] @ P[j]) for j in range(len(P)) if j != m]
-        out.append(ce_loop(float(q[i] @ k[i]), negs, t) + w_nn * ce_loop(float(q[i] @ bank[nn]), negs, t)
-                   + w_p * ce_loop(float(q[i] @ P[m]), negs, t))
-    return sum(out) / len(out)
-
-
-def cross_loop(q, ids, Pe, plan, t, normalised, Pd=None):
-    """Section 5, one query at a time; with ``Pd`` the own domain's prototypes join the negatives
-    (the opt-in ``"joint"``)."""
-    out = []
-    for i in range(len(q)):
-        c = max(range(len(Pe)), key=lambda j: float(plan[int(ids[i])][j]))
-        row = [float(q[i] @ Pe[j]) for j in range(len(Pe))]
-        norm = math.sqrt(sum(v * v for v in row)) if normalised else 1.0
-        own = [] if Pd is None else [float(q[i] @ Pd[j]) for j in range(len(Pd))]
-        out.append(ce_loop(row[c], [row[j] / norm for j in range(len(Pe)) if j != c] + own, t))
-    return sum(out) / len(out)
 
 
 @pytest.fixture
@@ -237,7 +179,11 @@ def _context(epoch, banks):
 
 def test_the_method_takes_prototypes_from_k_means_at_epoch_0_only_and_moves_them_every_step():
     cfg = get_preset("protoot_pacs").replace(num_clusters=(3,), cross_domain_start=1)
-    method = ProtoOT(cfg)
+
+    def protoot(params):
+        return ProtoOT(params, cfg.num_clusters, cfg.epochs)
+
+    method = protoot(cfg.method_params)
     banks = DomainPair(unit(12, 8, seed=1).float(), unit(12, 8, seed=2).float())
     method.begin_epoch(_context(0, banks))
     start = method.prototypes
@@ -251,31 +197,20 @@ def test_the_method_takes_prototypes_from_k_means_at_epoch_0_only_and_moves_them
     assert not torch.allclose(method.prototypes.a, start.a)
     moved = method.prototypes
     method.begin_epoch(_context(1, banks))  # a later epoch keeps the moved prototypes
-    assert method.prototypes is moved and method.weights(1)["cross_domain"] == cfg.cross_domain_weight
+    assert method.prototypes is moved and method.weights(1)["cross_domain"] == cfg.method_params.cross_domain_weight
     _, terms = method.loss(batch)
     assert terms["cross_domain"] > 0 and "cross_domain_neighbour" not in terms  # not logged unless weighted
-    neighbour = ProtoOT(cfg.replace(cross_domain_neighbour_weight=0.5))
+    neighbour = protoot(cfg.method_params.replace(cross_domain_neighbour_weight=0.5))
     neighbour.begin_epoch(_context(1, banks))
     total, terms = neighbour.loss(batch)
     assert terms["cross_domain_neighbour"] > 0 and float(total.detach()) == pytest.approx(
-        terms["in_domain"] + cfg.cross_domain_weight * terms["cross_domain"] + 0.5 * terms["cross_domain_neighbour"],
+        terms["in_domain"] + cfg.method_params.cross_domain_weight * terms["cross_domain"] + 0.5 * terms["cross_domain_neighbour"],
         rel=1e-5)
-    restored = ProtoOT(cfg)
+    restored = protoot(cfg.method_params)
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.prototypes.b, method.prototypes.b)
 
 
 def test_protoot_uses_one_k():
     with pytest.raises(ValueError, match="one K"):
-        ProtoOT(get_preset("protoot_pacs").replace(num_clusters=(7, 14)))
-
-
-def test_protoot_trains_and_resumes_exactly(digits_root, tmp_path, monkeypatch):
-    cfg = get_preset("digits_scratch").replace(
-        method="protoot", optimizer="adam", lr=1e-3, lr_schedule="constant", root=str(digits_root),
-        max_images_per_domain=64, image_size=16, resize_size=16, batch_size=16, epochs=3, cross_domain_start=1,
-        num_clusters=(4,), kmeans_restarts=1, workers=0, eval_ks=(1,), device="cpu")
-    full, resumed = killed_and_resumed(cfg, tmp_path, monkeypatch, kill_epoch=2)
-    assert [r["w_cross_domain"] for r in full] == [0.0, 0.01, 0.01]
-    assert all(np.isfinite(r["loss_in_domain"]) for r in full) and full[1]["loss_cross_domain"] > 0
-    assert resumed == full
+        ProtoOT(get_preset("protoot_pacs").method_params, (7, 14), 5)

@@ -1,5 +1,6 @@
-"""What the notebooks show and what their executed copies hold: figures displayed, no machine
-paths, no kernel noise, executed reports in step with their sources, queries chosen by quantile."""
+"""What the notebooks show and what their executed copies hold: figures displayed with their
+captions, no machine paths, no kernel noise, no raw dumps, executed reports in step with their
+sources, queries chosen by quantile and retrievals labelled with their classes."""
 
 import copy
 import json
@@ -14,8 +15,8 @@ import pytest
 from ucdir_core import companion as R
 from ucdir_core.companion import display as Disp
 from ucdir_core.companion import report_checks as RC
-from ucdir_core.evaluation.metrics import retrieval_metrics
 from ucdir_core.companion.notebooks import build_notebook
+from ucdir_core.evaluation.metrics import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("0*.py"))
@@ -62,7 +63,7 @@ def test_no_machine_paths_in_outputs(path):
 
 
 def test_config_text_shows_the_root_relative(tmp_path):
-    from ucdir_core.base.config import get_preset
+    from ucdir_core.config.presets import get_preset
 
     cfg = get_preset("pacs").replace(root=os.path.abspath(ROOT.parent / "shared" / "data" / "pacs"))
     assert json.loads(R.config_text(cfg))["root"] == "../shared/data/pacs"
@@ -91,6 +92,8 @@ def test_relative_papermill_paths():
 # --- figures shown where they are made ---------------------------------------------------------
 
 def test_show_figure_saves_with_caption_displays_one_png_and_closes(tmp_path, monkeypatch):
+    import base64
+
     import IPython.display
 
     fig, ax = plt.subplots()
@@ -98,11 +101,26 @@ def test_show_figure_saves_with_caption_displays_one_png_and_closes(tmp_path, mo
     shown = []
     monkeypatch.setattr(Disp, "in_ipython", lambda: True)
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
-    assert R.show_figure(fig, "x", tmp_path, caption="A line.", pdf=True) is None
+    caption = 'A line, a->b "P@1" <50 %.'
+    assert R.show_figure(fig, "x", tmp_path, caption=caption, pdf=True) is None
     assert (tmp_path / "x.png").exists() and (tmp_path / "x.pdf").exists()
-    assert (tmp_path / "x.txt").read_text() == "A line.\n"
-    assert len(shown) == 1 and shown[0].format == "png" and shown[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "x.txt").read_text() == caption + "\n"
+    assert len(shown) == 1 and shown[0].png[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(fig.number)  # the inline backend will not show it a second time
+    bundle = shown[0]._repr_mimebundle_()
+    page = bundle["text/html"]
+    assert page.count("<img") == 1 and base64.b64encode(shown[0].png).decode() in page  # the PNG, stored once
+    assert 'alt="A line, a-&gt;b &quot;P@1&quot; &lt;50 %."' in page
+    assert "<figcaption>A line, a-&gt;b &quot;P@1&quot; &lt;50 %.</figcaption>" in page
+    assert caption in bundle["text/plain"]
+    # as an executed notebook stores it, the report check finds the figure and its caption
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("fig = training_curves(history)\nC.show_figure(fig, 'x', out, caption='A line.')")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle)]
+    nb.cells = [cell]
+    assert RC.output_problems(nb) == []
 
 
 def test_show_figure_outside_ipython_only_saves(tmp_path):
@@ -173,8 +191,121 @@ def test_output_problems_finds_warnings_errors_and_hidden_figures():
     nb.cells = [fig_cell, warn_cell, err_cell]
     problems = RC.output_problems(nb)
     assert len(problems) == 3 and "shows no image" in problems[0] and "stderr" in problems[1]
-    fig_cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    shown = R.CaptionedFigure(b"\x89PNG\r\n\x1a\n", "A line.", "x")._repr_mimebundle_()
+    fig_cell.outputs = [nbformat.v4.new_output("display_data", data=shown)]
     assert len(RC.output_problems(nb)) == 2
+
+
+def _one_cell(*outputs):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("C.train_or_load(cfg, run_dir)")
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    nb.cells = [cell]
+    return nb
+
+
+def _result(text, **data):
+    return {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+            "data": {"text/plain": text, **data}}
+
+
+def _stdout(text):
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+HISTORY = "[" + ",\n ".join(f"{{'epoch': {e}, 'lr': 0.02}}" for e in range(130)) + "]"
+CONFIG = "{\n" + "".join(f'  "key_{i}": {i},\n' for i in range(78)) + "}\n"
+
+
+def test_output_problems_finds_raw_dumps():
+    """A whole history list as a cell's result, or a config printed as JSON: over MAX_TEXT_LINES
+    lines of plain text, flagged; a table (HTML or Markdown beside the text), a figure or a few lines
+    are not."""
+    problems = RC.output_problems(_one_cell(_result(HISTORY)))
+    assert problems == ["cell 0: a raw execute_result of 130 lines (end the cell with ';', assign the result, or "
+                        "show a table)"]
+    assert "a raw display_data of 130 lines" in RC.output_problems(
+        _one_cell({"output_type": "display_data", "metadata": {}, "data": {"text/plain": HISTORY}}))[0]
+    assert RC.output_problems(_one_cell(_stdout(CONFIG))) == [
+        "cell 0: 80 printed lines (show a table, a figure or a summary line)"]
+    half = CONFIG.splitlines(keepends=True)
+    assert len(RC.output_problems(_one_cell(_stdout("".join(half[:40])), _stdout("".join(half[40:]))))) == 1
+    assert RC.output_problems(_one_cell(_result(HISTORY, **{"text/html": "<table></table>"}))) == []
+    assert RC.output_problems(_one_cell(_result(HISTORY, **{"text/markdown": "| a |\n|---|"}))) == []
+    short = "\n".join(f"line {i}" for i in range(RC.MAX_TEXT_LINES)) + "\n"
+    assert RC.output_problems(_one_cell(_result(short), _stdout(short))) == []
+
+
+def _png(**more):
+    return {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": "<Figure>",
+                                                                   **more}}
+
+
+def _markdown(text):
+    return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": text, "text/plain": text}}
+
+
+def test_output_problems_finds_images_without_caption_or_alt_text():
+    assert RC.output_problems(_one_cell(_png())) == ["cell 0: an image without a caption or alt text"]
+    assert RC.output_problems(_one_cell(_png(), _markdown("A line."))) == ["cell 0: an image without alt text"]
+    img = '<img src="data:image/png;base64,iVBOR"{}>'
+    figure = "<figure>{}<figcaption>{}</figcaption></figure>"
+    no_alt = {"text/html": figure.format(img.format(""), "A line.")}
+    assert RC.output_problems(_one_cell(_result("x", **no_alt))) == ["cell 0: an image without alt text"]
+    empty_alt = {"text/html": figure.format(img.format(' alt=""'), "A line.")}
+    assert RC.output_problems(_one_cell(_result("x", **empty_alt))) == ["cell 0: an image without alt text"]
+    no_caption = {"text/html": img.format(' alt="A line."')}
+    assert RC.output_problems(_one_cell(_result("x", **no_caption))) == ["cell 0: an image without a caption"]
+    empty_caption = {"text/html": figure.format(img.format(" alt='A line.'"), " ")}
+    assert RC.output_problems(_one_cell(_result("x", **empty_caption))) == ["cell 0: an image without a caption"]
+    both = {"text/html": figure.format(img.format(' alt="A line."'), "A line.")}
+    assert RC.output_problems(_one_cell(_result("x", **both))) == []
+    assert RC.output_problems(_one_cell(_result("x", **{"text/html": "<table></table>"}))) == []
+    uncaptioned = R.CaptionedFigure(b"\x89PNG", None, "x")._repr_mimebundle_()
+    assert RC.output_problems(_one_cell(_result("x", **uncaptioned))) == ["cell 0: an image without a caption"]
+
+
+def test_config_table_shows_the_settings_that_matter(tmp_path):
+    from ucdir_core.config.presets import get_preset
+
+    cfg = get_preset("pacs").replace(root=os.path.abspath(ROOT.parent / "shared" / "data" / "pacs"))
+    table = R.config_table(cfg, full_at=ROOT / "runs" / "x" / "config.json")
+    lines = table.splitlines()
+    assert len(lines) <= RC.MAX_TEXT_LINES + 2 and lines[:2] == ["| setting | value |", "|---|---|"]
+    assert "| root | ../shared/data/pacs |" in lines and "| domains | photo, sketch |" in lines
+    assert {line.split(" | ")[0][2:] for line in lines[2:2 + len(R.CONFIG_KEYS)]} == set(R.CONFIG_KEYS)
+    assert lines[-1].startswith("Every setting (") and lines[-1].endswith("`runs/x/config.json`.")
+    assert "| root | embedded |" in R.config_table(get_preset("digits"), keys=("root",))
+    with pytest.raises(KeyError, match="no_such_setting"):
+        R.config_table(cfg, keys=("seed", "no_such_setting"))
+
+
+def test_transient_log_clears_the_cell_only_after_a_quiet_block(monkeypatch, capsys):
+    import sys
+
+    import IPython.display
+
+    cleared = []
+    monkeypatch.setattr(Disp, "in_ipython", lambda: True)
+    monkeypatch.setattr(IPython.display, "clear_output", lambda wait=False: cleared.append(wait))
+    stderr = sys.stderr
+    with R.transient_log():
+        print("epoch 0 | lr 0.02 | loss 3.0")
+    assert cleared == [False] and sys.stderr is stderr
+    with R.transient_log():
+        print("warning: careful", file=sys.stderr)  # a warning stays for the report check
+    assert cleared == [False] and sys.stderr is stderr
+    with pytest.raises(RuntimeError):
+        with R.transient_log():
+            raise RuntimeError("diverged")  # the log stays beside the error
+    assert cleared == [False] and sys.stderr is stderr
+    monkeypatch.setattr(Disp, "in_ipython", lambda: False)
+    with R.transient_log():
+        print("epoch 1")
+    assert cleared == [False]
+    assert "epoch 0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("output", [
@@ -281,10 +412,30 @@ def test_quantile_queries_picks_by_rank_ties_by_seed():
         R.quantile_queries(np.array([np.nan]))
 
 
+def test_retrieval_grid_names_the_class_of_every_image(tmp_path):
+    from PIL import Image
+
+    labels = [np.array([0, 1]), np.array([1, 0, 1])]
+    paths = []
+    for side, labs in enumerate(labels):
+        paths.append([])
+        for i, _ in enumerate(labs):
+            paths[side].append(str(tmp_path / f"{side}_{i}.png"))
+            Image.new("RGB", (4, 4), (40 * i, 0, 0)).save(paths[side][-1])
+    emb = [np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [1.0, 0.1], [0.9, 0.3]])]
+    precision = np.array([50.0, 50.0])
+    grid = R.retrieval_grid(emb, labels, paths, 0, 1, [(0.5, 0)], precision, top_k=3, class_names=["cat", "dog"])
+    # query 0 (cat) retrieves gallery 1 (cat), 2 (dog), 0 (dog)
+    assert grid["classes"] == [["cat", "cat", "dog", "dog"]]
+    assert grid["borders"] == [[None, "green", "red", "red"]]
+    assert grid["row_labels"] == ["50th percentile\nP@3 50 %\n(top 1 = class size)"]  # one cat in the gallery
+    assert R.retrieval_grid(emb, labels, paths, 0, 1, [(0.5, 0)], precision, top_k=1)["classes"] == [["0", "0"]]
+
+
 def test_ablation_histories_reads_existing_runs(tmp_path):
     from ucdir_core.training import runs
     from ucdir_core.companion import run_name
-    from ucdir_core.base.config import get_preset
+    from ucdir_core.config.presets import get_preset
 
     cfg = get_preset("digits")
     folder = runs.RunFolder(tmp_path / run_name(cfg, "full"))

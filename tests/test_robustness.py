@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from conftest import write_folder
-from ucdir_core import get_preset
 from ucdir_core.cli import main
+from ucdir_core.config.presets import get_preset
 from ucdir_core.data.checks import classify_file
 from ucdir_core.training import runs
 from ucdir_core.training.build import train
@@ -72,6 +72,7 @@ def test_an_extreme_learning_rate_stops_in_one_line_and_leaves_no_checkpoint(tmp
     root = folder(tmp_path)
     line = one_error_line(capsys, main(args(root, tmp_path / "run", "--set", "lr=1e30")))
     assert "training diverged at epoch 0" in line and "not finite" in line and "lr=" in line
+    assert "the keys that can cause it, now: lr 1e+30, momentum 0.99, temperature 0.2" in line
     assert not (tmp_path / "run" / runs.LAST).exists() and not (tmp_path / "run" / runs.LOCK).exists()
 
 
@@ -90,7 +91,7 @@ def test_an_injected_non_finite_loss_keeps_the_last_finite_checkpoint_and_resume
     monkeypatch.setattr(Trainer, "step", poisoned)
     line = one_error_line(capsys, main(args(root, run)))
     assert "epoch 1, step 2" in line and "instance_contrastive loss" in line and "last.pt holds epoch 0" in line
-    assert torch.load(run / runs.LAST, weights_only=True)["epoch"] == 1  # epoch 0 done, nothing of epoch 1
+    assert torch.load(run / runs.LAST, weights_only=True)["epoch"] == 0  # epoch 0 done, nothing of epoch 1
     monkeypatch.setattr(Trainer, "step", original)
     assert main(args(root, run, "--resume", "--set", "lr=0.01")) == 0
     assert [r["epoch"] for r in runs.RunFolder(run).history()] == [0, 1]
@@ -101,10 +102,14 @@ def test_an_injected_non_finite_loss_keeps_the_last_finite_checkpoint_and_resume
 def test_resume_refuses_changes_beyond_the_optimisation_settings(tmp_path, capsys):
     root = folder(tmp_path)
     run = tmp_path / "run"
-    assert main(args(root, run, "--epochs", "1")) == 0
+    assert main(args(root, run, "--epochs", "1", "--row", "instance")) == 0
     capsys.readouterr()
-    with pytest.warns(UserWarning, match="saved config"):
-        assert main(args(root, run, "--resume", "--set", "num_clusters=2")) == 0  # ignored, as before
+    saved = (run / runs.CONFIG).read_text()
+    line = one_error_line(capsys, main(args(root, run, "--resume", "--set", "num_clusters=2")))
+    assert "a resumed run keeps its config: num_clusters cannot change" in line and "start a new run folder" in line
+    line = one_error_line(capsys, main(args(root, run, "--resume", "--set", "momentum=2")))
+    assert "momentum must be in [0, 1), got 2.0" in line  # checked on resume too
+    assert (run / runs.CONFIG).read_text() == saved  # nothing written
 
 
 # ----------------------------------------------------------------------------- 3. too small, found early
@@ -146,7 +151,7 @@ def test_the_default_preset_adapts_the_batch_to_a_small_folder(tmp_path, capsys)
 def test_changed_data_under_a_run_is_refused_by_name(tmp_path, capsys):
     root = folder(tmp_path)
     run = tmp_path / "run"
-    assert main(args(root, run, "--epochs", "1")) == 0
+    assert main(args(root, run, "--epochs", "1", "--row", "instance")) == 0
     (root / "A" / "dog" / "002.png").unlink()
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(root / "A" / "dog" / "new.png")  # the count is kept
     capsys.readouterr()
@@ -161,7 +166,7 @@ def test_changed_data_under_a_run_is_refused_by_name(tmp_path, capsys):
 def test_a_modified_file_is_named(tmp_path, capsys):
     root = folder(tmp_path)
     run = tmp_path / "run"
-    assert main(args(root, run, "--epochs", "1")) == 0
+    assert main(args(root, run, "--epochs", "1", "--row", "instance")) == 0
     target = root / "B" / "owl" / "001.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(target)
     os.utime(target, ns=(1, 1))
@@ -174,7 +179,7 @@ def test_the_same_bytes_with_new_times_are_the_same_data(tmp_path, capsys):
     runs; an identity written before digests were kept still compares modification times."""
     root = folder(tmp_path)
     run = tmp_path / "run"
-    assert main(args(root, run, "--epochs", "1")) == 0
+    assert main(args(root, run, "--epochs", "1", "--row", "instance")) == 0
     for f in root.rglob("*.png"):
         os.utime(f, ns=(10**9, 10**9))
     capsys.readouterr()
@@ -216,5 +221,5 @@ def test_k_from_the_folders_counts_only_classes_with_a_usable_image(tmp_path, ca
     assert shared_class_count(root, ("A", "B")) == 2
     run = tmp_path / "run"
     assert main(["train", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run), "--device", "cpu",
-                 "--epochs", "1", "--set", "image_size=32", "--set", "resize_size=32"]) == 0
+                 "--epochs", "1", "--row", "instance", "--set", "image_size=32", "--set", "resize_size=32"]) == 0
     assert json.loads((run / runs.CONFIG).read_text())["num_clusters"] == [2]

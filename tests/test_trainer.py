@@ -6,18 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ucdir_core import get_preset
 from ucdir_core.cli import main
+from ucdir_core.config.presets import get_preset
+from ucdir_core.config.rows import row_config
 from ucdir_core.training.build import build_trainer, train
 from ucdir_core.training.trainer import Trainer
-
-
-@pytest.fixture
-def tiny_cfg(digits_root):
-    return get_preset("digits_scratch").replace(
-        root=str(digits_root), max_images_per_domain=96, image_size=16, resize_size=16, batch_size=16, epochs=3,
-        clustering_start=1, cluster_contrastive_start=0, cluster_contrastive_sat=2, cluster_contrastive_weight_start=0.5, cluster_contrastive_weight_sat=1.0, self_entropy_start=1, distance_of_distance_start=2,
-        num_clusters=(5,), kmeans_restarts=1, workers=0, eval_ks=(1, 5), device="cpu")
 
 
 def strip(history):
@@ -49,26 +42,8 @@ def test_same_seed_same_history(tiny_cfg, tmp_path):
     assert strip(h1) == strip(h2)
 
 
-def test_resume_after_kill_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
-    full = train(tiny_cfg, tmp_path / "full", progress=False, log=lambda s: None)
-    original = Trainer.train_epoch
-
-    def killed(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt  # the process dies during the second epoch
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_cfg, tmp_path / "killed", progress=False, log=lambda s: None)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 1
-    resumed = train(tiny_cfg, tmp_path / "killed", resume=True, progress=False, log=lambda s: None)
-    assert strip(resumed) == strip(full)
-
-
 def test_heldout_split_is_written_and_reused(tiny_cfg, tmp_path):
-    cfg = tiny_cfg.replace(split="heldout", epochs=1)
+    cfg = row_config(tiny_cfg.replace(split="heldout", epochs=1), "instance")
     trainer, images = build_trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     saved = json.loads((tmp_path / "run" / "split.json").read_text())
     assert set(saved["handwritten"]["train"]).isdisjoint(saved["handwritten"]["test"])
@@ -80,7 +55,7 @@ def test_heldout_split_is_written_and_reused(tiny_cfg, tmp_path):
 
 def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--preset", "digits_scratch", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1", "--quiet", "--device", "cpu"]
+    args = ["train", "--preset", "digits_scratch", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1", "--row", "instance", "--quiet", "--device", "cpu"]
     for key in ("max_images_per_domain", "image_size", "resize_size", "batch_size", "workers"):
         args += ["--set", f"{key}={getattr(tiny_cfg, key)}"]
     assert main(args) == 0
@@ -102,26 +77,66 @@ def test_cli_train_evaluate_retrieve(tiny_cfg, tmp_path, capsys):
 
 
 def test_backbone_lr_scale_gives_the_backbone_its_own_learning_rate(tiny_cfg, tmp_path):
-    trainer, _ = build_trainer(tiny_cfg.replace(epochs=1, backbone_lr_scale=0.1), tmp_path / "run", progress=False,
+    trainer, _ = build_trainer(tiny_cfg.replace(backbone_lr_scale=0.1), tmp_path / "run", progress=False,
                             log=lambda s: None)
-    groups = trainer.optimizer.param_groups
+    groups = trainer.optim.optimizer.param_groups
     assert [g["lr_scale"] for g in groups] == [0.1, 1.0]
     backbone = {id(p) for p in trainer.model.encoder_q.backbone.parameters()}
     assert {id(p) for p in groups[0]["params"]} == backbone
     before = {n: p.detach().clone() for n, p in trainer.model.encoder_q.named_parameters()}
     history = trainer.fit()
-    lr = history[0]["lr"]
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.1 * lr, lr])
+    lr = history[-1]["lr"]  # the last epoch's
+    assert [g["lr"] for g in trainer.optim.optimizer.param_groups] == pytest.approx([0.1 * lr, lr])
     moved = {n for n, p in trainer.model.encoder_q.named_parameters() if not torch.equal(p, before[n])}
     assert any(n.startswith("backbone.") for n in moved) and any(n.startswith("head.") for n in moved)
 
 
 def test_one_parameter_group_at_the_reference_scale(tiny_cfg, tmp_path):
-    trainer, _ = build_trainer(tiny_cfg.replace(epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
-    (group,) = trainer.optimizer.param_groups
+    trainer, _ = build_trainer(tiny_cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    (group,) = trainer.optim.optimizer.param_groups
     assert len(group["params"]) == len([p for p in trainer.model.encoder_q.parameters() if p.requires_grad])
 
 
 def test_backbone_lr_scale_must_be_positive():
     with pytest.raises(ValueError, match="backbone_lr_scale"):
         get_preset("digits").replace(backbone_lr_scale=0.0)
+
+
+def test_every_checkpoint_and_output_names_the_same_epoch(tiny_cfg, tmp_path):
+    """One ``epoch`` convention: ``evaluate --which last`` and ``best``, the checkpoints and
+    ``summary.json`` all give the 0-based epoch whose weights they hold."""
+    from ucdir_core.inference.loading import evaluate_run
+    from ucdir_core.training import runs
+
+    run = tmp_path / "run"
+    train(tiny_cfg.replace(epochs=2), run, progress=False, log=lambda s: None)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 1
+    assert evaluate_run(run, "last")["epoch"] == summary["last"]["epoch"]
+    assert evaluate_run(run, "best")["epoch"] == summary["best"]["epoch"]
+    assert torch.load(run / runs.LAST, weights_only=True)["epoch"] == 1
+    # a last.pt written before the convention stored the next epoch to run: read as the one before
+    old = {k: v for k, v in torch.load(run / runs.LAST, weights_only=True).items() if k != "checkpoint_format"}
+    assert runs.checkpoint_epoch({**old, "epoch": 2}) == 1
+    assert runs.checkpoint_epoch({"epoch": 1, "model": {}}) == 1  # an old best.pt: already the epoch
+
+
+def test_method_protoot_on_any_preset_switches_its_cross_domain_loss_on(tmp_path):
+    """``ucdir train --method protoot`` with the default preset or ``--root DIR``: ProtoOT's counterpart
+    preset, whose cross-domain loss switches on within the run (it stayed off before)."""
+    from ucdir_core.cli import build_parser, config_from_args
+    from ucdir_core.method.registry import build_method
+
+    root = tmp_path / "data"
+    for d in ("A", "B"):
+        for c in ("x", "y"):
+            (root / d / c).mkdir(parents=True)
+    for argv, preset_epochs in ((["--method", "protoot"], None), (["--method", "protoot", "--epochs", "3"], 3),
+                                (["--method", "protoot", "--root", str(root), "--domains", "A", "B",
+                                  "--set", "num_clusters=2"], None)):
+        args = build_parser(["train", *argv, "--run-dir", str(tmp_path / "r")]).parse_args(
+            ["train", *argv, "--run-dir", str(tmp_path / "r")])
+        cfg = config_from_args(args)
+        assert cfg.method == "protoot" and cfg.optimizer == "adam"  # the counterpart preset (protoot_digits/_folder)
+        on = build_method(cfg.method_params, cfg.num_clusters, cfg.epochs).switch_on_epochs(cfg.epochs)
+        assert on["cross_domain"] == cfg.epochs // 2, argv

@@ -140,3 +140,14 @@ def test_the_retrieval_grid_explains_its_frame_colours_in_the_image():
     texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert texts == ["same class as the query", "another class"]
     plt.close(fig)
+
+
+def test_image_grid_writes_each_cells_label_under_it():
+    img = np.zeros((4, 4, 3), np.uint8)
+    fig = viz.image_grid([[img, img, img], [img]], row_labels=["10th", "90th"],
+                         cell_labels=[["dog", "dog", "horse"], ["guitar"]])
+    axes = np.asarray(fig.axes).reshape(2, 3)
+    assert [ax.get_xlabel() for ax in axes[0]] == ["dog", "dog", "horse"]
+    assert axes[1][0].get_xlabel() == "guitar" and axes[1][0].get_ylabel() == "90th"
+    assert axes[0][0].xaxis.label.get_fontweight() == "bold" and axes[0][1].xaxis.label.get_fontweight() == "normal"
+    plt.close(fig)

@@ -5,12 +5,12 @@ Reference: C. Hu and G. H. Lee, "Feature Representation Learning for Unsupervise
 Cross-domain Image Retrieval", ECCV 2022, https://arxiv.org/abs/2207.09721
 
 Layers, lowest first; a module imports from its own layer or lower ones only:
-``base`` -> ``method`` -> ``data`` -> ``evaluation`` -> ``training`` -> ``inference`` ->
-``companion`` -> ``cli``.
+``base`` -> ``models`` -> ``method`` -> ``align`` -> ``config`` -> ``data`` -> ``evaluation`` ->
+``training`` -> ``inference`` -> ``companion`` -> ``cli``. The run config and presets:
+:mod:`ucdir_core.config`.
 """
 
-from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset
 from ucdir_core.base.pair import DomainPair
 
-__all__ = ["DomainPair", "PRESETS", "UCDIRConfig", "get_preset"]
+__all__ = ["DomainPair"]
 __version__ = "0.1.0"

@@ -11,30 +11,42 @@ import json
 import sys
 from pathlib import Path
 
-from ucdir_core.base.config import PRESETS, RESUMABLE_KEYS, UCDIRConfig, get_preset, override_key
 from ucdir_core.base.distributed import init_from_env, is_main
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.io import write_json
+from ucdir_core.base.text import distinguishable, error_line, escape_controls, printable
+from ucdir_core.config.presets import PRESETS, get_preset, preset_for_method
+from ucdir_core.config.rows import ROWS, row_config
+from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, override_key
 from ucdir_core.data import datasets
 from ucdir_core.data.checks import check_dataset
 from ucdir_core.data.digits import build_digits
 from ucdir_core.data.folders import with_folder_clusters
 from ucdir_core.inference.loading import evaluate_run
 from ucdir_core.inference.retrieval import retrieve
-from ucdir_core.method.registry import METHODS
+from ucdir_core.method.params import METHOD_PARAMS
 from ucdir_core.training.build import train
 from ucdir_core.training.runs import RunFolder
 
+
 def config_epilog(preset: str) -> str:
-    """The list of config keys with the values that preset ``preset`` gives them (``train --help``)."""
+    """The config keys with the values that preset ``preset`` gives them and their valid values
+    (``train --help``): the shared keys, then the keys of the preset's method."""
     cfg = get_preset(preset)
     head = (f"Config keys (use with --set key=value), with the values of preset {preset}, the one this command "
             "uses (--preset NAME, or --root without --preset: folder; neither: digits; `ucdir train --preset NAME "
-            "--help` lists another's):")
+            "--help` lists another's), and their valid values:")
     notes = {"num_clusters": "  (from the folders: the number of class folders both domains share)"} \
         if preset == "folder" else {}
-    return head + "\n" + "\n".join(f"  {name:34s} {getattr(cfg, name)!r}{notes.get(name, '')}"
-                                   for name in UCDIRConfig.__dataclass_fields__)
+
+    def lines(obj, ranges):
+        return [f"  {name:34s} {getattr(obj, name)!r}{notes.get(name, '')}"
+                + (f"  ({ranges[name]})" if name in ranges else "") for name in type(obj).keys()]
+
+    params = cfg.method_params
+    return "\n".join([head, *lines(cfg, RunConfig.ranges()), "",
+                      f"Keys of method {cfg.method} (another method's keys are refused; --method NAME switches):",
+                      *lines(params, type(params).ranges())])
 
 
 def _add_config_options(p: argparse.ArgumentParser, preset: str = "digits") -> None:
@@ -48,23 +60,34 @@ def _add_config_options(p: argparse.ArgumentParser, preset: str = "digits") -> N
     p.add_argument("--split", choices=["full", "heldout"], help="full: train and evaluate on all images (the "
                    "reference protocol); heldout: seeded per-class 80/20 split (default: full)")
     p.add_argument("--epochs", type=int, help=f"number of epochs (default: the {preset} preset's, {cfg.epochs})")
-    p.add_argument("--method", choices=sorted(METHODS), help=f"training method (default: the {preset} preset's, "
+    p.add_argument("--method", choices=sorted(METHOD_PARAMS), help=f"training method (default: the {preset} preset's, "
                    f"{cfg.method})")
     p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_moco | small_cnn | tv:NAME | timm:NAME "
                    f"(default: the {preset} preset's, {cfg.backbone})")
     p.add_argument("--checkpoint", help="MoCo v2 checkpoint file for --backbone resnet50_moco")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--row", choices=ROWS, help="train one row of the method's table instead of the whole method "
+                   "(UCDIR's loss ablation: instance, +cluster, ...; ProtoOT's: protoot_in_domain, protoot)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, repeatable (see the list below)")
 
 
 def preset_name(args: argparse.Namespace) -> str:
-    """The preset a train command uses: ``--preset``, else ``folder`` with ``--root``, else ``digits``."""
-    return getattr(args, "preset", None) or ("folder" if getattr(args, "root", None) else "digits")
+    """The preset a train command uses: ``--preset``, else ``folder`` with ``--root``, else ``digits``;
+    with ``--method`` naming another method than the preset's, that method's counterpart of it
+    (``--method protoot`` on ``folder`` is ``protoot_folder``) where one exists."""
+    preset = getattr(args, "preset", None) or ("folder" if getattr(args, "root", None) else "digits")
+    method = getattr(args, "method", None)
+    if method and method != get_preset(preset).method:
+        try:
+            return preset_for_method(preset, method)
+        except ValueError:
+            return preset  # no counterpart: the preset with the method's default parameters
+    return preset
 
 
-def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
+def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run config a ``ucdir train`` command describes. With ``--resume`` on a folder that holds
     a run, its saved config, with the options given on top (only :data:`RESUMABLE_KEYS` may change).
 
@@ -78,9 +101,12 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
         changes["domains"] = tuple(args.domains)
     run = RunFolder(args.run_dir) if getattr(args, "run_dir", None) else None
     if getattr(args, "resume", False) and run is not None and run.exists():
-        return run.config().replace(**changes).with_overrides(args.set)
+        return run.config().pinned().replace(**changes).with_overrides(args.set)
     preset = preset_name(args)
-    cfg = get_preset(preset).replace(**changes).with_overrides(args.set)
+    cfg = get_preset(preset).replace(**changes)
+    if getattr(args, "row", None):
+        cfg = row_config(cfg, args.row)
+    cfg = cfg.with_overrides(args.set)
     paper_backbone = get_preset(preset).backbone
     if cfg.backbone == "resnet50_moco" and cfg.checkpoint is None:
         raise ValueError(f"preset {preset} trains the paper's backbone, ResNet-50 from MoCo v2: pass --checkpoint FILE "
@@ -89,10 +115,10 @@ def config_from_args(args: argparse.Namespace) -> UCDIRConfig:
     if cfg.backbone != paper_backbone:
         print(f"note: preset {preset}'s backbone is {paper_backbone}; training {cfg.backbone} as asked (recorded in "
               "config.json)")
-    if preset == "folder":
+    if preset.removeprefix("protoot_") == "folder":
         if cfg.root is None or not args.domains and "domains" not in _set_keys(args.set):
-            raise ValueError("preset folder needs --root DIR and --domains A B (the two domain folders to retrieve "
-                             "between)")
+            raise ValueError(f"preset {preset} needs --root DIR and --domains A B (the two domain folders to "
+                             "retrieve between)")
         if "num_clusters" not in _set_keys(args.set):
             cfg = with_folder_clusters(cfg)
     return cfg
@@ -131,7 +157,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
     pre.add_argument("--root")
+    pre.add_argument("--method")
     known, _ = pre.parse_known_args(argv if argv is not None else sys.argv[1:])
+    if known.method not in (None, *METHOD_PARAMS):
+        known.method = None  # the full parser refuses it
     preset = preset_name(known) if known.preset in (None, *PRESETS) else "digits"
     parser = argparse.ArgumentParser(prog="ucdir", description="Unsupervised cross-domain image retrieval (UCDIR, "
                                      "Hu & Lee, ECCV 2022).")
@@ -187,7 +216,8 @@ def _cmd_train(args) -> int:
     cfg = config_from_args(args)
     # progress bars on a terminal only; a log redirected to a file gets the plain per-epoch lines
     history = train(cfg, args.run_dir, resume=args.resume, progress=not args.quiet and sys.stderr.isatty(),
-                    allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv, overwrite=args.overwrite)
+                    allow_unmatched_classes=args.allow_unmatched_classes, command=sys.argv, overwrite=args.overwrite,
+                    log=lambda line: print(escape_controls(line)))  # a path in a line cannot split it
     if not is_main():
         return 0
     summary = json.loads((Path(args.run_dir) / "summary.json").read_text())
@@ -212,10 +242,10 @@ def _cmd_retrieve(args) -> int:
         return 0
     for i, r in enumerate(found):
         source = f"from {r.query_domain}" if r.query_domain else "from neither domain of the run"
-        print(("\n" if i else "") + f"query {r.query} ({source}); searching {r.gallery_domain}")
+        print(("\n" if i else "") + f"query {printable(r.query)} ({source}); searching {printable(r.gallery_domain)}")
         print(f"{'rank':>4}  {'score':>6}  path")
         for h in r.results:
-            print(f"{h['rank']:4d}  {h['score']:6.4f}  {h['path']}")
+            print(f"{h['rank']:4d}  {h['score']:6.4f}  {printable(h['path'])}")
     return 0
 
 
@@ -227,16 +257,18 @@ def _cmd_data(args) -> int:
             domains = [d for d in domains if (Path(args.root) / d).is_dir()] or domains
         report = check_dataset(args.root, domains, classes=bench.classes if bench else None, workers=args.workers)
         for d, counts in report.counts.items():
-            print(f"{d}: {sum(counts.values())} images, {len(counts)} classes: "
-                  + ", ".join(f"{c} {n}" for c, n in counts.items()))
+            shown = distinguishable(counts)  # two folders whose names look alike are shown apart
+            print(f"{printable(d)}: {sum(counts.values())} images, {len(counts)} classes: "
+                  + ", ".join(f"{shown[c]} {n}" for c, n in counts.items()))
         for d, first in report.same_folder.items():
-            print(f"{d}: the same folder as {first}, counted once")
+            print(f"{printable(d)}: the same folder as {printable(first)}, counted once")
         print(f"total: {report.total} images")
         for kind, paths in report.problems.items():
             if paths:
-                print(f"{kind}: {len(paths)} files, e.g. {paths[0]}")
+                print(f"{kind}: {len(paths)} files, e.g. {printable(paths[0])}")
+        shown = distinguishable(c for missing in report.missing_classes.values() for c in missing)
         for d, missing in report.missing_classes.items():
-            print(f"classes missing from {d}: {', '.join(missing)}")
+            print(f"classes missing from {printable(d)}: {', '.join(shown[c] for c in missing)}")
         if args.json:
             write_json(Path(args.json), report.to_dict())
         if report.empty_domains:
@@ -254,7 +286,7 @@ def _cmd_data(args) -> int:
     if args.data_command == "digits":
 
         out = build_digits(args.out, seed=args.seed, per_class=args.per_class, overwrite=True)
-        print(f"wrote {out}")
+        print(f"wrote {printable(out)}")
         return 0
     raise AssertionError(args.data_command)
 
@@ -277,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         return handlers[args.command](args)
     except (ValueError, TypeError, OSError, Image.DecompressionBombError) as exc:  # DataError is a ValueError
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ucdir: error: {msg}", file=sys.stderr)
+        print(f"ucdir: error: {error_line(exc)}", file=sys.stderr)  # a worker's error: its own line
         return 2
     except KeyboardInterrupt:
         print("ucdir: interrupted; `ucdir train --resume --run-dir DIR` continues from the last checkpoint",

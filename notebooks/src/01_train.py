@@ -1,13 +1,15 @@
 # %% [markdown]
-# # 01 · Training UCDIR on one pair of domains
+# # 01 · Training one method on one pair of domains
 #
 # Companion to C. Hu and G. H. Lee, *Feature Representation Learning for Unsupervised Cross-domain
 # Image Retrieval*, ECCV 2022 ([arXiv:2207.09721](https://arxiv.org/abs/2207.09721)).
 #
-# Trains the full method (instance contrastive, cluster-wise contrastive, self-entropy,
-# distance-of-distance) on one pair, then plots every loss term and P@k / mAP per epoch. Dashed
+# Trains the preset's method on one pair, every loss on (UCDIR: instance contrastive,
+# cluster-wise contrastive, self-entropy, distance-of-distance; ProtoOT, with a `protoot_*`
+# preset: in-domain and cross-domain losses), then plots every loss term and P@k / mAP per epoch. Dashed
 # lines mark the epochs at which the schedule switches each cluster-based loss on. The run folder
-# keeps the config, a JSONL history and checkpoints; rerunning the notebook reads it back.
+# keeps the config (its main settings are shown below), a JSONL history and checkpoints; rerunning
+# the notebook reads it back.
 
 #PARAMS#
 
@@ -19,11 +21,13 @@ from ucdir_core.companion.figures import training_curves
 
 cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
-run_dir = out.runs / C.run_name(cfg, "full")
-print(C.config_text(cfg))
+run_dir = out.runs / C.run_name(cfg, C.full_row(cfg))
+display(Markdown(f"Training **{C.method_title(cfg)}** (row `{C.full_row(cfg)}`).\n\n"
+                 + C.config_table(cfg, full_at=run_dir / "config.json")))
 
 # %%
-history = C.train_or_load(cfg, run_dir, progress=False)
+with C.transient_log():  # the training log shows while it runs; the run folder keeps it
+    history = C.train_or_load(cfg, run_dir, progress=False)
 switch_on = C.switch_on_epochs(cfg)
 print("losses switch on at epochs:", switch_on)
 

@@ -23,19 +23,17 @@ from IPython.display import Markdown, display
 
 from ucdir_core import companion as C
 from ucdir_core.companion.figures import ablation_bars
-from ucdir_core.method.ablation import ROWS, ablation_config
 
-cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
+cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke, method="ucdir")
 out = C.output_dirs(cfg, smoke)
 results = C.load_results(cfg.dataset)  # None when the dataset has no results file
 
 # %%
 rows = {}
-for name in ROWS:
-    run_cfg = ablation_config(cfg, name)
-    run_dir = out.runs / C.run_name(cfg, name)
-    C.train_or_load(run_cfg, run_dir, progress=False)
-    rows[name] = C.mean_over_directions(C.summary(run_dir)["last"]["eval"])
+with C.transient_log():  # the training logs show while they run; the run folders keep them
+    for name, (run_cfg, run_dir) in C.method_runs(out, data, preset, domains, epochs, seed, device, smoke).items():
+        C.train_or_load(run_cfg, run_dir, progress=False)
+        rows[name] = C.mean_over_directions(C.summary(run_dir)["last"]["eval"])
 
 # %%
 table = pd.DataFrame(rows).T
@@ -55,6 +53,6 @@ C.show_figure(fig, "02_ablation", out.figures, pdf=True, caption=caption)
 # ## Check
 
 # %%
-assert list(table.index) == list(ROWS) and table.notna().all().all()
+assert list(table.index) == list(C.ROWS) and table.notna().all().all()
 assert ((table >= 0) & (table <= 100)).all().all()
 print("ok")

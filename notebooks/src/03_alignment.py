@@ -39,13 +39,14 @@ from IPython.display import Markdown, display
 from ucdir_core import companion as C
 from ucdir_core.companion.figures import alignment_curves, umap_panels
 from ucdir_core.evaluation.alignment import mixing_and_agreement, umap_2d
-from ucdir_core.method.ablation import ablation_config
 
-cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
+cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke, method="ucdir")
 out = C.output_dirs(cfg, smoke)
-runs = {"UCDIR full": out.runs / C.run_name(cfg, "full"), "ProtoOT": out.runs / C.run_name(cfg, "protoot")}
-C.train_or_load(cfg, runs["UCDIR full"], progress=False)
-C.train_or_load(ablation_config(cfg, "protoot"), runs["ProtoOT"], progress=False)
+row_runs = C.method_runs(out, data, preset, domains, epochs, seed, device, smoke)
+runs = {"UCDIR full": row_runs["full"][1], "ProtoOT": row_runs["protoot"][1]}
+with C.transient_log():  # read back (trained here only when 01 and 02 have not run)
+    for row in ("full", "protoot"):
+        C.train_or_load(*row_runs[row], progress=False)
 
 # %%
 _, before = C.baseline_report(cfg)

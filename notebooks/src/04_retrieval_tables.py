@@ -21,10 +21,11 @@ cfg = C.notebook_config(data, preset, domains, epochs, seed, device, smoke)
 out = C.output_dirs(cfg, smoke)
 
 # %%
-if results_file:
-    tables = C.tables_from_results(C.project_root() / results_file)
-else:
-    tables = C.tables_by_training(cfg, out, progress=False)
+with C.transient_log():  # the training logs show while they run; the run folders keep them
+    if results_file:
+        tables = C.tables_from_results(C.project_root() / results_file)
+    else:
+        tables = C.tables_by_training(cfg, out, progress=False)
 for title, (protocol, rows) in tables.items():
     display(Markdown(f"### {title}\n\n{protocol}\n\n" + C.markdown_table(rows)))
 

@@ -1,7 +1,8 @@
 """Layer 0, the base: what every other layer uses and nothing here imports from above.
 
-``config`` (the run's frozen settings and presets), ``errors`` (the one-line error types),
-``io`` (atomic writes and safe checkpoint loading), ``pair`` (``DomainPair``), ``device``,
-``seeding`` (the random generators, in one place), ``distributed`` (process-group helpers) and
-``arrays`` (small numpy helpers).
+``params`` (frozen parameter dataclasses with declared ranges; schedule values as epochs or
+shares of training), ``errors`` (the one-line error types), ``io`` (atomic writes and safe
+checkpoint loading), ``text`` (paths and names printed safely, one-line errors), ``pair``
+(``DomainPair``), ``device``, ``seeding`` (the random generators, in one place), ``distributed``
+(process-group helpers) and ``arrays`` (small numpy helpers).
 """

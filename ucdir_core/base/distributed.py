@@ -77,3 +77,12 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel when several processes train, else itself."""
+    if world_size() <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ucdir_core.base.config import PRESETS, UCDIRConfig, get_preset
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
 from ucdir_core.companion.paths import OutputDirs, dataset_name, project_root
+from ucdir_core.config.presets import PRESETS, get_preset, preset_for_method
+from ucdir_core.config.rows import row_config
+from ucdir_core.config.run import RunConfig, config_differences
 from ucdir_core.data.folders import with_folder_clusters
 from ucdir_core.data.inputs import build_inputs
 from ucdir_core.data.locations import resolve_root
@@ -29,20 +31,27 @@ from ucdir_core.evaluation.anchors import anchor_embeddings
 from ucdir_core.evaluation.embedding import embed
 from ucdir_core.evaluation.metrics import retrieval_report
 from ucdir_core.inference.loading import TrainedModel, load_trained
+from ucdir_core.method.params import FULL_ROW, METHOD_ROWS, TITLES
 from ucdir_core.method.registry import build_method
 from ucdir_core.training import runs
 from ucdir_core.training.build import train
 
 
-SMOKE = dict(max_images_per_domain=64, epochs=2, clustering_start=1, cluster_contrastive_start=0,
-             cluster_contrastive_sat=1, cluster_contrastive_weight_start=0.5, self_entropy_start=1,
-             distance_of_distance_start=1, batch_size=16, kmeans_restarts=1, workers=0, eval_batch_size=64)
+#: what smoke mode changes in every run (shared keys) ...
+SMOKE = dict(max_images_per_domain=64, epochs=2, batch_size=16, kmeans_restarts=1, workers=0, eval_batch_size=64)
+#: ... and in each method's parameters: every loss on from epoch 1 of 2 (ProtoOT's share 0.5 already is)
+SMOKE_METHOD: dict[str, dict[str, Any]] = {
+    "ucdir": dict(clustering_start=1, cluster_contrastive_ramp_after=0, cluster_contrastive_ramp_end=1,
+                  cluster_contrastive_weight_initial=0.5, self_entropy_start=1, distance_of_distance_start=1),
+    "protoot": {},
+}
 
 
 def notebook_config(data: str = "digits", preset: str | None = None, domains: list[str] | None = None,
                     epochs: int | None = None, seed: int = 0, device: str = "auto", smoke: bool = False,
-                    overrides: dict[str, Any] | None = None) -> UCDIRConfig:
-    """The run config a notebook's parameters describe.
+                    overrides: dict[str, Any] | None = None, method: str | None = None) -> RunConfig:
+    """The run config a notebook's parameters describe; with ``method``, the same data and regime
+    training that method (the preset's counterpart, :func:`~ucdir_core.config.presets.preset_for_method`).
 
     ``data`` is ``"digits"`` or a dataset root, absolute or relative to the project root (so that a
     notebook opened in JupyterLab, whose kernel runs in ``notebooks/``, reads the same folder as
@@ -54,6 +63,8 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     """
     name = dataset_name(data)
     preset = preset or (name if name in PRESETS else "folder")
+    if method is not None:
+        preset = preset_for_method(preset, method)
     cfg = get_preset(preset)
     changes: dict[str, Any] = {"seed": seed, "device": device}
     if data != "digits":  # a relative root is read from the project root, wherever the kernel runs
@@ -70,7 +81,7 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
         located = cfg.replace(**{k: v for k, v in overrides.items() if k in ("root", "domains")})
         cfg = cfg.replace(num_clusters=with_folder_clusters(located).num_clusters)
     if smoke:
-        small = dict(SMOKE)
+        small = {**SMOKE, **SMOKE_METHOD[cfg.method]}
         if cfg.backbone != "small_cnn":
             small.update(image_size=64, resize_size=64)
         if epochs is not None:
@@ -79,16 +90,16 @@ def notebook_config(data: str = "digits", preset: str | None = None, domains: li
     return cfg.replace(**overrides)
 
 
-def run_name(cfg: UCDIRConfig, tag: str = "ucdir") -> str:
+def run_name(cfg: RunConfig, tag: str = "ucdir") -> str:
     a, b = cfg.domains
     return f"{cfg.dataset}-{a}-{b}-{tag}-{cfg.split}-s{cfg.seed}"
 
 
-def train_or_load(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
+def train_or_load(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
     """The history of the run in ``run_dir``: trained now, resumed if it was cut short, or read back
     if it finished with the same config. A run there under another config is replaced."""
     run = runs.RunFolder(run_dir)
-    if run.exists() and run.config() == cfg:
+    if run.exists() and not config_differences(run.config().to_dict(), cfg):
         history = run.history()
         if history and history[-1]["epoch"] == cfg.epochs - 1 and run.file(runs.SUMMARY).exists():
             return history
@@ -101,7 +112,7 @@ def summary(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / runs.SUMMARY).read_text())
 
 
-def untrained_features(cfg: UCDIRConfig, progress: bool = False) -> dict[str, DomainPair[np.ndarray]]:
+def untrained_features(cfg: RunConfig, progress: bool = False) -> dict[str, DomainPair[np.ndarray]]:
     """The pretrained backbone's pooled features, without any training, of the training images and
     of the evaluated images (evaluation transform), with their labels (for the anchors and the
     evaluation only).
@@ -128,7 +139,7 @@ def untrained_features(cfg: UCDIRConfig, progress: bool = False) -> dict[str, Do
             "test": test, "test_labels": inputs.domains.map(lambda d: np.asarray(d.test_labels))}
 
 
-def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
+def baseline_report(cfg: RunConfig, progress: bool = False) -> tuple[dict, DomainPair[np.ndarray]]:
     """P@k and mAP of the backbone's pooled features without any training (the "baseline" row),
     on the same evaluated images and evaluation transform; also the features."""
     f = untrained_features(cfg, progress)
@@ -138,7 +149,7 @@ def baseline_report(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict, Dom
     return report, feats
 
 
-def anchor_rows(cfg: UCDIRConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
+def anchor_rows(cfg: RunConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
     """Retrieval reports and alignment of the three anchors (``baseline``, ``centered``, ``oracle``,
     :mod:`ucdir_core.evaluation.anchors`) on the evaluated images of ``cfg``'s pair and split.
 
@@ -164,18 +175,41 @@ def run_embeddings(run_dir: str | Path, which: str = "last"
     return emb, labels, trained
 
 
-def switch_on_epochs(cfg: UCDIRConfig) -> dict[str, int | None]:
+def method_runs(out: OutputDirs, data: str, preset: str | None, domains: list[str] | None, epochs: int | None,
+                seed: int, device: str, smoke: bool) -> dict[str, tuple[RunConfig, Path]]:
+    """Every table row's config and run folder for a notebook's parameters: each method's rows
+    (:data:`~ucdir_core.method.params.METHOD_ROWS`) from that method's counterpart of the
+    notebook's preset, in table order."""
+    out_rows = {}
+    for method, rows in METHOD_ROWS.items():
+        cfg = notebook_config(data, preset, domains, epochs, seed, device, smoke, method=method)
+        for row in rows:
+            out_rows[row] = (row_config(cfg, row), out.runs / run_name(cfg, row))
+    return out_rows
+
+
+def method_title(cfg: RunConfig) -> str:
+    """The name of the method ``cfg`` trains, as titles and prose write it (UCDIR, ProtoOT)."""
+    return TITLES[cfg.method]
+
+
+def full_row(cfg: RunConfig) -> str:
+    """The table row that is the whole method ``cfg`` trains (``full`` for UCDIR, ``protoot``)."""
+    return FULL_ROW[cfg.method]
+
+
+def switch_on_epochs(cfg: RunConfig) -> dict[str, int | None]:
     """The first epoch at which each of the method's loss terms after the first is on (None: never)."""
-    return build_method(cfg).switch_on_epochs(cfg.epochs)
+    return build_method(cfg.method_params, cfg.num_clusters, cfg.epochs).switch_on_epochs(cfg.epochs)
 
 
-def class_names(cfg: UCDIRConfig) -> list[str]:
+def class_names(cfg: RunConfig) -> list[str]:
     """The dataset's class names (label order)."""
     images = load_split_images(cfg, None, None, allow_unmatched_classes=True, check=False, log=lambda s: None)
     return list(images.a.train.classes)
 
 
-def tables_by_training(cfg: UCDIRConfig, out: OutputDirs, progress: bool = True):
+def tables_by_training(cfg: RunConfig, out: OutputDirs, progress: bool = True):
     """Train every domain pair of the dataset with ``cfg``'s settings; one table per split.
 
     Returns ``{title: (protocol line, {"method A->B": metrics})}``.

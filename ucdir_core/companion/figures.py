@@ -49,9 +49,12 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]]):
 
 def image_grid(rows: Sequence[Sequence], row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, borders: Sequence[Sequence[str | None]] | None = None,
-               cell: float = 1.1, border_legend: Mapping[str, str] | None = None):
+               cell: float = 1.1, border_legend: Mapping[str, str] | None = None,
+               cell_labels: Sequence[Sequence[str | None]] | None = None):
     """A grid of images (PIL images or arrays); optional coloured borders per cell (e.g. hit/miss),
-    explained in the figure itself by ``border_legend`` (colour -> meaning, drawn below the grid)."""
+    explained in the figure itself by ``border_legend`` (colour -> meaning, drawn below the grid),
+    and an optional label under each image (``cell_labels``, e.g. its class; the first column's in
+    bold)."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows), squeeze=False)
     for i in range(n_rows):
@@ -69,6 +72,9 @@ def image_grid(rows: Sequence[Sequence], row_labels: Sequence[str] | None = None
                 if colour is not None:
                     spine.set_edgecolor(colour)
                     spine.set_linewidth(3)
+            label = cell_labels[i][j] if cell_labels is not None and j < len(cell_labels[i]) else None
+            if label:
+                ax.set_xlabel(label, fontsize=7, labelpad=2, fontweight="bold" if j == 0 else "normal")
             if j == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
             if i == 0 and col_labels is not None:

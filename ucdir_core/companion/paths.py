@@ -8,7 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from ucdir_core.base.config import PRESETS, UCDIRConfig
+from ucdir_core.config.presets import PRESETS
+from ucdir_core.config.run import RunConfig
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -70,7 +71,7 @@ class OutputDirs:
     """Where a notebook writes: ``figures`` (committed ``figures/<dataset>`` for real runs,
     ``reports/<dataset>-smoke/figures`` for smoke runs) and ``runs`` (run folders)."""
 
-    def __init__(self, cfg: UCDIRConfig, smoke: bool):
+    def __init__(self, cfg: RunConfig, smoke: bool):
         root = project_root()
         tag = cfg.dataset + ("-smoke" if smoke else "")
         self.figures = root / "reports" / tag / "figures" if smoke else root / "figures" / cfg.dataset
@@ -79,7 +80,7 @@ class OutputDirs:
         self.runs.mkdir(parents=True, exist_ok=True)
 
 
-def output_dirs(cfg: UCDIRConfig, smoke: bool) -> OutputDirs:
+def output_dirs(cfg: RunConfig, smoke: bool) -> OutputDirs:
     return OutputDirs(cfg, smoke)
 
 

@@ -35,27 +35,43 @@ def quantile_queries(precision: np.ndarray, quantiles: Sequence[float] = (0.1, 0
 
 
 def retrieval_grid(emb, labels, paths, q_side: int, g_side: int, picks: Sequence[tuple[float, int]],
-                   precision: np.ndarray, top_k: int = 10) -> dict[str, list]:
+                   precision: np.ndarray, top_k: int = 10, class_names: Sequence[str] | None = None
+                   ) -> dict[str, list]:
     """Images for a retrieval grid: one row per picked query (its image, then its ``top_k``
-    results from the other domain) with borders ``green`` (same class) or ``red``, and a row label
-    naming the quantile and the query's precision.
+    results from the other domain) with borders ``green`` (same class) or ``red``, a row label
+    naming the quantile and the query's precision (saying so when the gallery holds fewer than
+    ``top_k`` images of its class, whose number then caps the precision's k, as in
+    :func:`per_query_precision`), and each image's class (``classes``, the query's first), so that
+    a reader can check every border by eye. Labels serve this display and the borders only; nothing
+    here trains.
 
     Args:
         emb, labels, paths: pairs (indexable by side) of (N_d, D) embeddings, (N_d,) labels and
             image paths of the evaluated images.
         picks: ``[(quantile, query index), ...]`` (:func:`quantile_queries`).
         precision: per-query precision of side ``q_side`` (:func:`per_query_precision`).
+        class_names: the name of each label (label order); None: the labels as numbers.
+
+    Returns:
+        ``{"images", "borders", "classes"}``: one list per row (query first), and ``"row_labels"``.
     """
     q_emb, g_emb = np.asarray(emb[q_side], dtype=np.float32), np.asarray(emb[g_side], dtype=np.float32)
     q_emb, g_emb = unit_rows(q_emb), unit_rows(g_emb)
     q_lab, g_lab = np.asarray(labels[q_side]), np.asarray(labels[g_side])
-    images, borders, row_labels = [], [], []
+
+    def name(label) -> str:
+        return str(class_names[int(label)]) if class_names is not None else str(label)
+
+    images, borders, classes, row_labels = [], [], [], []
     for quantile, qi in picks:
         top = np.argsort(-(g_emb @ q_emb[qi]), kind="stable")[:top_k]
         images.append([load_image(paths[q_side][qi])] + [load_image(paths[g_side][j]) for j in top])
         borders.append([None] + ["green" if g_lab[j] == q_lab[qi] else "red" for j in top])
-        row_labels.append(f"{100 * quantile:.0f}th percentile\nP@{top_k} {precision[qi]:.0f} %")
-    return {"images": images, "borders": borders, "row_labels": row_labels}
+        classes.append([name(q_lab[qi])] + [name(g_lab[j]) for j in top])
+        k_i = min(top_k, int((g_lab == q_lab[qi]).sum()))  # per-query P@k counts the top k_i only
+        capped = f"\n(top {k_i} = class size)" if k_i < top_k else ""
+        row_labels.append(f"{100 * quantile:.0f}th percentile\nP@{top_k} {precision[qi]:.0f} %{capped}")
+    return {"images": images, "borders": borders, "classes": classes, "row_labels": row_labels}
 
 
 def evaluated_paths(trained: TrainedModel) -> list[list[str]]:

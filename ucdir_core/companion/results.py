@@ -10,7 +10,7 @@ from ucdir_core.companion.experiments import run_name
 from ucdir_core.companion.figures import ablation_directions
 from ucdir_core.companion.paths import results_path
 from ucdir_core.evaluation.anchors import REFERENCE_ANCHORS
-from ucdir_core.method.ablation import ROWS
+from ucdir_core.method.params import ROWS
 from ucdir_core.training import runs
 
 

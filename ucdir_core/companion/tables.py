@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ucdir_core.base.config import UCDIRConfig
-from ucdir_core.method.ablation import ROWS
+from ucdir_core.config.run import RunConfig
+from ucdir_core.method.params import ROWS
 
 
 def mean_over_directions(report: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -18,7 +18,7 @@ def mean_over_directions(report: dict[str, dict[str, float]]) -> dict[str, float
     return {k: float(np.mean([row[k] for row in report.values()])) for k in keys}
 
 
-def provenance(cfg: UCDIRConfig, epoch_note: str) -> str:
+def provenance(cfg: RunConfig, epoch_note: str) -> str:
     """One line saying how a number was obtained."""
     return (f"dataset {cfg.dataset}, domains {cfg.domains[0]}/{cfg.domains[1]}, split {cfg.split}, backbone "
             f"{cfg.backbone}, {cfg.image_size} px, {cfg.epochs} epochs, {epoch_note}, seed {cfg.seed}")

@@ -1,4 +1,4 @@
-"""Layer 2, the data: from folders of images to what training and evaluation read.
+"""Layer 5, the data: from folders of images to what training and evaluation read.
 
 ``images`` (decoding and the spec's transforms), ``folders`` (scanning two domains, matching
 classes), ``checks`` (broken files), ``splits`` (full or held-out), ``views`` (the paired

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from ucdir_core.base.io import atomic_torch_save, file_digest
 from ucdir_core.base.seeding import forked_rng
 from ucdir_core.data.images import load_image
-from ucdir_core.method.backbones import Backbone, build_backbone
+from ucdir_core.models.backbones import Backbone, build_backbone
 
 
 def split_backbone(name: str, trunk_blocks: int, checkpoint: str | None = None) -> tuple[nn.Module, nn.Module, Backbone]:
@@ -40,17 +40,20 @@ def split_backbone(name: str, trunk_blocks: int, checkpoint: str | None = None) 
     m = bb.module
     if hasattr(m, "blocks") and hasattr(m, "conv_stem"):  # timm EfficientNet family
         if not 0 <= trunk_blocks < len(m.blocks):
-            raise ValueError(f"trunk_blocks must lie in [0, {len(m.blocks) - 1}] for {name}")
+            raise ValueError(f"trunk_blocks must lie in [0, {len(m.blocks) - 1}] for {name}; pass --set trunk_blocks=N "
+                             "in that range, or --set trunk_blocks=None to train end to end")
         trunk = nn.Sequential(m.conv_stem, m.bn1, *m.blocks[:trunk_blocks])
         top = nn.Sequential(*m.blocks[trunk_blocks:], m.conv_head, m.bn2, m.global_pool)
     elif hasattr(m, "layer4") and hasattr(m, "conv1"):  # torchvision ResNet
         layers = [m.layer1, m.layer2, m.layer3, m.layer4]
         if not 0 <= trunk_blocks < 4:
-            raise ValueError(f"trunk_blocks must lie in [0, 3] for {name}")
+            raise ValueError(f"trunk_blocks must lie in [0, 3] for {name}; pass --set trunk_blocks=N in that range, "
+                             "or --set trunk_blocks=None to train end to end")
         trunk = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, *layers[:trunk_blocks])
         top = nn.Sequential(*layers[trunk_blocks:], m.avgpool, nn.Flatten(1))
     else:
-        raise ValueError(f"backbone {name} cannot be split into a trunk and a top")
+        raise ValueError(f"backbone {name} cannot be split into a frozen trunk and a trained top (the preset's "
+                         f"trunk_blocks={trunk_blocks}); pass --set trunk_blocks=None to train it end to end")
     trunk.eval().requires_grad_(False)
     return trunk, top, bb
 

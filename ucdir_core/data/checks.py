@@ -4,7 +4,9 @@ Every file under ``ROOT/<domain>/<class>/`` is classified as ``ok``, ``empty`` (
 ``non_image`` (not an image file name), ``unreadable`` (an image name that no decoder accepts),
 ``truncated`` (header fine, data cut short) or ``too_large`` (a decompression bomb: more pixels
 than Pillow's limit). Files are fully decoded, in parallel processes. A domain folder that is the
-same folder as another (a symlink) is counted once.
+same folder as another (a symlink) is counted once. Counts are kept per class folder, by its name as
+stored; classes are matched across domains by name in Unicode normalisation form NFC, as training
+matches them (:mod:`ucdir_core.data.folders`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,24 @@ from pathlib import Path
 from typing import Sequence
 
 from ucdir_core.base.errors import DataError
-from ucdir_core.data.images import ImageDecodeError, is_image_name, load_image
+from ucdir_core.base.text import nfc, printable
+from ucdir_core.data.images import ImageDecodeError, ImageMissingError, is_image_name, load_image
 
 PROBLEMS = ("empty", "non_image", "unreadable", "truncated", "too_large")
 
 
 def classify_file(path: str) -> str:
-    """One of ``ok``, ``empty``, ``non_image``, ``unreadable``, ``truncated``, ``too_large``."""
-    if os.path.getsize(path) == 0:
+    """One of ``ok``, ``empty``, ``non_image``, ``unreadable``, ``truncated``, ``too_large``.
+
+    Raises:
+        ImageMissingError: the file is gone (removed while the check ran); one line naming it, in
+            a decoding process as well.
+    """
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise ImageMissingError(path=path) from None
+    if size == 0:
         return "empty"
     if not is_image_name(path):
         return "non_image"
@@ -78,30 +90,37 @@ def check_dataset(root: str | Path, domains: Sequence[str] | None = None, classe
     """Scan ``root`` (all domain folders, or ``domains``), decode every file, report.
 
     ``classes`` restricts the scan to a known class list (e.g. DomainNet's 7-class subset).
+    ``counts`` are per class folder, keyed by its name as stored (a path may be built from it);
+    ``missing_classes`` compares names in NFC (class folders whose names differ only in
+    normalisation are one class) and lists them in NFC.
+
+    Raises:
+        DataError: no such root or domain folder, or a root without domain folders.
     """
     from tqdm.auto import tqdm
 
     root_p = Path(root)
     if not root_p.is_dir():
-        raise DataError(f"dataset root not found: {root}")
+        raise DataError(f"dataset root not found: {printable(root)}")
     if domains is None:
         domains = sorted(p.name for p in root_p.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not domains:
-            raise DataError(f"no domain folders in {root}")
+            raise DataError(f"no domain folders in {printable(root)}")
     report = CheckReport(str(root_p))
     files: list[tuple[str, str, str]] = []  # (domain, class, path)
     seen: dict[Path, str] = {}  # resolved folder -> first domain found there
     for d in domains:
         base = root_p / d
         if not base.is_dir():
-            raise DataError(f"domain folder not found: {base}")
+            raise DataError(f"domain folder not found: {printable(base)}")
         if base.resolve() in seen:  # a symlink to another domain: counted once
             report.same_folder[d] = seen[base.resolve()]
             continue
         seen[base.resolve()] = d
         class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
         if classes is not None:
-            class_dirs = [p for p in class_dirs if p.name in set(classes)]
+            wanted = {nfc(c) for c in classes}
+            class_dirs = [p for p in class_dirs if nfc(p.name) in wanted]
         for p in sorted(base.iterdir()):
             if p.is_file():
                 report.problems["non_image"].append(str(p))
@@ -130,6 +149,7 @@ def check_dataset(root: str | Path, domains: Sequence[str] | None = None, classe
             report.problems[kind].append(p)
     report.counts = {d: dict(sorted(c.items())) for d, c in counts.items()}
     report.empty_domains = [d for d, c in counts.items() if sum(c.values()) == 0]
-    all_classes = set().union(*[set(c) for c in report.counts.values()])
-    report.missing_classes = {d: sorted(all_classes - set(c)) for d, c in report.counts.items() if all_classes - set(c)}
+    names = {d: {nfc(c) for c in per} for d, per in report.counts.items()}
+    all_classes = set().union(*names.values())
+    report.missing_classes = {d: sorted(all_classes - n) for d, n in names.items() if all_classes - n}
     return report

@@ -6,7 +6,8 @@ request. Archives are data, not instructions: a member with an absolute path, a 
 a link or a special file is refused; tar archives are extracted with the standard library's
 ``data`` filter. A cached archive that fails its hash or does not extract is fetched again. After
 extraction every benchmark is laid out as ``ROOT/<domain>/<class>/<image>``, never following a
-symbolic link.
+symbolic link; domain and class folders inside an archive are found by name in Unicode
+normalisation form NFC (an archive made where names are stored decomposed is found the same).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ucdir_core.base.errors import DataError
+from ucdir_core.base.text import nfc
 from ucdir_core.data.digits import build_digits
 
 OFFICE_HOME_CLASSES = (
@@ -298,7 +300,8 @@ def _not_links(folder: str, names: list[str]) -> list[str]:
 
 
 def _find_domain_dir(tree: Path, names: tuple[str, ...]) -> Path | None:
-    candidates = sorted((p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink() and p.name in names),
+    wanted = {nfc(n) for n in names}
+    candidates = sorted((p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink() and nfc(p.name) in wanted),
                         key=lambda p: len(p.parts))
     for cand in candidates:
         if (cand / "images").is_dir():
@@ -306,6 +309,15 @@ def _find_domain_dir(tree: Path, names: tuple[str, ...]) -> Path | None:
         if any(c.is_dir() for c in cand.iterdir()):
             return cand
     return None
+
+
+def _class_dir(src: Path, name: str) -> Path | None:
+    """The class folder of ``src`` whose name is ``name`` in NFC (None when there is none, or it is a
+    symbolic link)."""
+    found = src / name
+    if not (found.exists() or found.is_symlink()):
+        found = next((p for p in sorted(src.iterdir()) if nfc(p.name) == nfc(name)), None)
+    return found if found is not None and found.is_dir() and not found.is_symlink() else None
 
 
 def lay_out(bench: Benchmark, tree: Path, root: Path, domains: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -319,13 +331,14 @@ def lay_out(bench: Benchmark, tree: Path, root: Path, domains: tuple[str, ...] |
             raise DataError(f"{bench.name}: domain {domain} not found in the extracted archive {tree}")
         n = 0
         for cls in bench.classes:
-            if not (src / cls).is_dir() or (src / cls).is_symlink():
+            found = _class_dir(src, cls)
+            if found is None:
                 continue
             dst = root / domain / cls
             if dst.exists():
                 shutil.rmtree(dst)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src / cls, dst, ignore=_not_links)
+            shutil.copytree(found, dst, ignore=_not_links)
             n += sum(1 for p in dst.rglob("*") if p.is_file())
         if n == 0:
             raise DataError(f"{bench.name}: none of its classes found under {src}")

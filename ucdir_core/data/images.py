@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from ucdir_core.base.errors import DataError
+from ucdir_core.base.text import escape_controls, printable, worker_message
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -54,20 +55,49 @@ class ImageDecodeError(DataError):
 
     ``kind`` is ``too_large`` (a decompression bomb), ``truncated`` or ``unreadable`` (anything
     else the decoder, the EXIF orientation or the conversion raised); the message is one line
-    naming the file and the decoder's reason.
+    naming the file (control characters escaped) and the decoder's reason.
+
+    Built with one argument, that is the message: torch re-raises an error of a DataLoader worker
+    process in the main process as ``type(error)(message)``, and the message it gives is reduced
+    to the worker's one line (:func:`~ucdir_core.base.text.worker_message`); ``path`` and
+    ``reason`` are then None, ``kind`` is ``unreadable``.
     """
 
-    def __init__(self, path: str | Path, kind: str, reason: str):
-        super().__init__(f"{path}: not a readable image ({reason})")
+    def __init__(self, path: str | Path, kind: str | None = None, reason: str | None = None):
+        if kind is None:  # the message alone: a re-raise from a DataLoader worker
+            super().__init__(worker_message(str(path)))
+            self.path, self.kind, self.reason = None, "unreadable", None
+            return
+        super().__init__(f"{printable(path)}: not a readable image ({escape_controls(reason)})")
         self.path, self.kind, self.reason = str(path), kind, reason
+
+
+class ImageMissingError(DataError, FileNotFoundError):
+    """An image file that is not there (any more): removed, renamed or moved after the dataset was
+    scanned. The message is one line naming the file (control characters escaped) and what to do.
+    A :class:`FileNotFoundError` as well, for callers that catch that.
+
+    Built with ``path=``; built with one message (torch's re-raise of an error of a DataLoader
+    worker process), that message is reduced to the worker's one line, and ``path`` is None.
+    """
+
+    def __init__(self, message: str | None = None, *, path: str | Path | None = None):
+        if path is not None:
+            message = (f"{printable(path)}: image file not found (removed or moved while in use); put it back and run "
+                       "again (`ucdir train --resume` continues a run), or train anew without it (--overwrite)")
+        super().__init__(worker_message(str(message)))
+        self.path = None if path is None else str(path)
 
 
 def load_image(path: str | Path) -> Image.Image:
     """Decode ``path`` fully, apply its EXIF orientation and return it as 8-bit RGB: the one
     decode path of the data check, training, evaluation and retrieval.
 
+    Both errors name the file in their message, in a DataLoader worker process as well (torch
+    re-raises them in the main process with the same type and message).
+
     Raises:
-        FileNotFoundError: no such file.
+        ImageMissingError: no such file (a :class:`FileNotFoundError`).
         ImageDecodeError: whatever else goes wrong while decoding, orienting or converting the
             file (truncated data, a malformed EXIF block, an unknown format, a decompression bomb).
     """
@@ -76,7 +106,7 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
             return to_rgb(img)
     except FileNotFoundError:
-        raise
+        raise ImageMissingError(path=path) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, "too_large", _first_line(exc)) from None
     except UnidentifiedImageError as exc:

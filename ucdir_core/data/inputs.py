@@ -23,16 +23,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.config.run import RunConfig
 from ucdir_core.data.cache import (CachedEval, CachedTwoViews, cached_views, compute_views, file_fingerprints,
                                    split_backbone)
 from ucdir_core.data.images import eval_transform, train_transform
 from ucdir_core.data.locations import default_data_home
 from ucdir_core.data.splits import SplitImages
 from ucdir_core.data.views import EvalImages, TwoViews
-from ucdir_core.method.backbones import build_backbone
+from ucdir_core.models.backbones import build_backbone
 
 
 @dataclass
@@ -71,14 +71,14 @@ class PipelineInputs:
 
 
 class InputPipeline(Protocol):
-    def build(self, cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
+    def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         ...
 
 
 class DecodedImages:
     """Images decoded per step with the spec's training and evaluation transforms; end to end."""
 
-    def build(self, cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
+    def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         backbone = build_backbone(cfg.backbone, cfg.checkpoint)
         train_tf = train_transform(cfg.image_size, backbone.mean, backbone.std)
         eval_tf = eval_transform(cfg.image_size, cfg.resize_size, backbone.mean, backbone.std)
@@ -94,7 +94,7 @@ class CachedTrunk:
     """The frozen trunk's feature maps of ``cached_views`` augmented views per image, computed once
     and stored in the view cache; the backbone's top (stages ``trunk_blocks`` and up) trains."""
 
-    def build(self, cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
+    def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
         device = select_device(cfg.device)
         train_tf = train_transform(cfg.image_size, bb.mean, bb.std)
@@ -122,11 +122,11 @@ class CachedTrunk:
         return PipelineInputs(images.map(one), top, bb.dim, to_input)
 
 
-def input_pipeline(cfg: UCDIRConfig) -> InputPipeline:
+def input_pipeline(cfg: RunConfig) -> InputPipeline:
     """The pipeline ``cfg`` asks for: :class:`CachedTrunk` when ``trunk_blocks`` is set, else :class:`DecodedImages`."""
     return DecodedImages() if cfg.trunk_blocks is None else CachedTrunk()
 
 
-def build_inputs(cfg: UCDIRConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
+def build_inputs(cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
     """The inputs of ``images`` through the pipeline ``cfg`` asks for."""
     return input_pipeline(cfg).build(cfg, images, progress)

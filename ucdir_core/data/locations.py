@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.errors import DataError
+from ucdir_core.config.run import RunConfig
 from ucdir_core.data.digits import build_digits
 
 
@@ -15,7 +15,7 @@ def default_data_home() -> Path:
     return Path(os.environ.get("UCDIR_DATA", Path.home() / ".cache" / "ucdir"))
 
 
-def resolve_root(cfg: UCDIRConfig) -> Path:
+def resolve_root(cfg: RunConfig) -> Path:
     """The dataset root; for ``dataset="digits"`` without a root, the embedded digits (built once).
 
     Raises:

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.io import atomic_write_bytes, write_json
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.config.run import RunConfig
 from ucdir_core.data.checks import check_dataset
 from ucdir_core.data.datasets import BENCHMARKS
 from ucdir_core.data.folders import DomainImages, load_domains
@@ -64,7 +64,7 @@ class SplitImages:
     test: DomainImages
 
 
-def load_split_images(cfg: UCDIRConfig, split_path: Path | None = None, manifest_path: Path | None = None,
+def load_split_images(cfg: RunConfig, split_path: Path | None = None, manifest_path: Path | None = None,
                       allow_unmatched_classes: bool = False, check: bool = True,
                       log: Callable[[str], None] = print,
                       before_writing: Callable[[DomainPair[SplitImages]], None] | None = None
@@ -115,7 +115,7 @@ def load_split_images(cfg: UCDIRConfig, split_path: Path | None = None, manifest
     return out
 
 
-def check_sizes(cfg: UCDIRConfig, images: DomainPair[SplitImages]) -> None:
+def check_sizes(cfg: RunConfig, images: DomainPair[SplitImages]) -> None:
     """Refuse, in one line naming the domain, the numbers and the option that fixes it, data too
     small for the settings: a domain with no training or no evaluated image (a held-out split of
     classes with one image each), or more k-means clusters than a domain's training images.

@@ -1,4 +1,4 @@
-"""Layer 3, the evaluation: what a set of embeddings is worth, whoever made them.
+"""Layer 6, the evaluation: what a set of embeddings is worth, whoever made them.
 
 ``metrics`` (the reference's capped P@k and mAP, blocked), ``alignment`` (domain mixing, class
 agreement, prototype spread, partition agreement), ``anchors`` (the untrained features, per-domain

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.config.run import RunConfig
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.evaluation.alignment import alignment_diagnostics
 from ucdir_core.evaluation.metrics import retrieval_report
@@ -55,7 +55,7 @@ class Embedder:
     optimiser step and after loading a checkpoint).
     """
 
-    def __init__(self, cfg: UCDIRConfig, inputs: DomainPair[DomainInputs], encoder: nn.Module, device: torch.device,
+    def __init__(self, cfg: RunConfig, inputs: DomainPair[DomainInputs], encoder: nn.Module, device: torch.device,
                  progress: bool = False):
         self.cfg, self.inputs, self.encoder, self.device, self.progress = cfg, inputs, encoder, device, progress
         self._version = 0

@@ -1,16 +1,20 @@
-"""Cross-domain retrieval metrics (spec section 4), in bounded memory and without a full sort.
+"""Cross-domain retrieval metrics (spec section 4), in bounded memory.
 
 The gallery is ordered by label once, so the items relevant to a query of class c are one
 contiguous slice of columns. Queries are taken class by class, in blocks; each block's
 similarities to the whole gallery (``block x N_gallery`` floats, the peak memory whatever the
-number of queries) give P@k through a top-k, and mAP through exact rank counting: only the
-relevant scores are sorted, and every irrelevant score is placed among them by binary search, which
-gives each relevant item's rank without sorting the row. Similarity is cosine (rows are
-L2-normalised here). Everything runs on the device of the inputs (CPU for numpy arrays).
+number of queries) give P@k alone through a top-k, and mAP through one sort of each row: every score
+is turned into an integer key that orders like the score and carries the item's relevance in its
+lowest bit, so that the sorted keys give each relevant item's rank directly, ties included, and
+the top k of P@k as well. Similarity is cosine (rows are L2-normalised here). Everything runs on
+the device of the inputs (CPU for numpy arrays; there the sort is numpy's, over the rows in
+torch's number of threads).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -23,8 +27,8 @@ ArrayLike = np.ndarray | Tensor
 
 
 def _prepare(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike):
-    q = torch.as_tensor(query)
-    g = torch.as_tensor(gallery, device=q.device)
+    q = torch.as_tensor(query).detach()
+    g = torch.as_tensor(gallery, device=q.device).detach()
     ql = torch.as_tensor(query_labels, device=q.device).long().view(-1)
     gl = torch.as_tensor(gallery_labels, device=q.device).long().view(-1)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
@@ -45,25 +49,99 @@ def _class_counts(ql: Tensor, gl: Tensor) -> Tensor:
     return torch.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)
 
 
-def _average_precision_rows(sims: Tensor, start: int, end: int) -> Tensor:
-    r"""Exact AP of each row when columns ``start:end`` are the relevant ones. Shape: (B, m) -> (B,).
+_SORT_CHUNK = 1 << 19  # scores per task of the CPU sort (rows of one block, a few MiB)
+_SORT_GROUP = 1 << 22  # with mAP, blocks of one class are sorted together up to this many scores (16 MiB)
 
-    For the relevant scores sorted ascending, :math:`s_{(0)} \le \dots \le s_{(R-1)}`, the item at
-    ascending index a is the j-th relevant (j = R - a) and its rank is j plus the irrelevant
-    items scoring at least as high. ``searchsorted`` gives, for each irrelevant score, how many
-    relevant scores it reaches; a histogram of that and a suffix sum give the counts. Ties between
-    a relevant and an irrelevant score rank the irrelevant one first (the pessimistic order).
+
+def _rank_keys(x: ArrayLike, start: int, end: int, wide: bool) -> ArrayLike:
+    """Integer sort keys of the scores ``x`` (float32; a new array): ascending keys are descending
+    scores, and the lowest bit is 1 for the relevant columns ``start:end``, 0 for the others.
+    Shape: (B, m) -> (B, m), int32 (int64 when ``wide``).
+
+    The float32 bits of a score, magnitude bits flipped when negative, order like the score (``-0.0``
+    is first made ``+0.0``, its equal); times -2 they order the other way with a free lowest bit.
+    Below 1.5 in magnitude (every cosine) that stays in an int32; ``wide`` (some score of 1.5 or
+    more, inf or NaN) makes it an int64. Equal scores give keys equal but for that bit, so an
+    irrelevant item comes before the relevant ones it ties with (the pessimistic order). Works on
+    numpy arrays and on tensors alike.
     """
-    n_rel = end - start
-    rel_sorted = sims[:, start:end].sort(dim=1).values  # B x R ascending
-    hist = torch.zeros(sims.shape[0], n_rel + 1, dtype=torch.float32, device=sims.device)
-    for part in (sims[:, :start], sims[:, end:]):
-        if part.shape[1]:
-            reach = torch.searchsorted(rel_sorted, part.contiguous(), right=True)  # B x n, in [0, R]
-            hist.scatter_add_(1, reach, torch.ones(reach.shape, dtype=hist.dtype, device=hist.device))
-    above = hist.flip(1).cumsum(1).flip(1)[:, 1:].double()  # B x R: irrelevant above relevant #a
-    j = torch.arange(n_rel, 0, -1, device=sims.device, dtype=torch.float64)  # R .. 1
-    return (j / (j + above)).sum(dim=1) / n_rel
+    x = x + 0.0  # -0.0 -> +0.0
+    bits = x.view(np.int32 if isinstance(x, np.ndarray) else torch.int32)
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # increasing with the score, |bits| < 2**30 - 2**22 below 1.5
+    key = (bits.astype(np.int64) if isinstance(bits, np.ndarray) else bits.long()) if wide else bits
+    key *= -2
+    key[:, start:end] |= 1
+    return key
+
+
+def _ranked_rows_numpy(x: np.ndarray, start: int, end: int, kcs: Sequence[int],
+                       wide: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_ranked_rows` of a float32 array, with numpy's sort."""
+    (n, m), n_rel = x.shape, end - start
+    if wide is None:
+        wide = not (x.min() > -1.5 and x.max() < 1.5)  # NaN too
+    key = _rank_keys(x, start, end, wide)
+    key.sort(axis=1)
+    rank = np.flatnonzero((key & 1) == 1).reshape(n, n_rel)  # row r, position p (best first) -> r m + p
+    rank -= (np.arange(n) * m - 1)[:, None]  # p + 1: the ranks of the relevant items, best first
+    j = np.arange(1, n_rel + 1, dtype=np.float64)
+    ap = (j / rank).sum(axis=1) / n_rel
+    hits = np.stack([(rank[:, :k] <= k).sum(axis=1) for k in kcs], axis=1) if kcs else np.zeros((n, 0), np.int64)
+    split = np.zeros(n, dtype=bool)
+    for k in kcs:
+        if k < m:
+            split |= (key[:, k - 1] >> 1) == (key[:, k] >> 1)
+    return ap, hits, split
+
+
+def _ranked_rows_torch(x: Tensor, start: int, end: int, kcs: Sequence[int],
+                       wide: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_ranked_rows` of a float32 tensor, with ``torch.sort`` (as :func:`_ranked_rows_numpy`)."""
+    (n, m), n_rel = x.shape, end - start
+    if wide is None:
+        wide = not bool((x.abs() < 1.5).all())  # NaN too
+    key = _rank_keys(x, start, end, wide).sort(dim=1).values
+    rank = (((key & 1) == 1).nonzero()[:, 1] + 1).view(n, n_rel)
+    j = torch.arange(1, n_rel + 1, device=x.device, dtype=torch.float64)
+    ap = (j / rank).sum(dim=1) / n_rel
+    hits = torch.stack([(rank[:, :k] <= k).sum(dim=1) for k in kcs], dim=1) if kcs else rank[:, :0]
+    split = torch.zeros(n, dtype=torch.bool, device=x.device)
+    for k in kcs:
+        if k < m:
+            split |= (key[:, k - 1] >> 1) == (key[:, k] >> 1)
+    return ap, hits, split
+
+
+def _ranked_rows(sims: Tensor, start: int, end: int, kcs: Sequence[int] = (), pool: ThreadPoolExecutor | None = None,
+                 threads: int = 1, wide: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Average precision of each row of scores when columns ``start:end`` are the relevant ones
+    (spec section 4: :math:`AP = \frac{1}{R}\sum_{j=1}^{R} j / \mathrm{rank}_j`), exact, and the
+    relevant items among the top k of each row for each k in ``kcs`` (each at most R), from one sort.
+
+    Ties between a relevant and an irrelevant score rank the irrelevant one first (the pessimistic
+    order; ties among relevant items change nothing). Each row is sorted once as integer keys
+    (:func:`_rank_keys`, best first); the j-th key marked relevant, at position :math:`p`, gives
+    :math:`\mathrm{rank}_j = p + 1`. The top k are a set of their own unless the k-th and the
+    (k+1)-th scores are equal: ``split`` marks the rows where that happens for some k, whose top k
+    a top-k of the row must choose as :func:`_class_blocks` does. On the CPU the rows are sorted
+    by numpy (several times faster than ``torch.sort`` there), in parts of at most about
+    ``_SORT_CHUNK`` scores shared among the ``threads`` threads of ``pool``; elsewhere by
+    ``torch.sort``. ``wide`` (int64 keys) is found from the scores when not given.
+
+    Shape:
+        sims: (B, m), float32, with ``0 <= start < end <= m`` -> ap (B,) float64, hits (B, len(kcs))
+        int64, split (B,) bool.
+    """
+    n, m = sims.shape
+    if sims.device.type != "cpu":
+        return _ranked_rows_torch(sims, start, end, kcs, wide)
+    n_parts = -(-n * m // _SORT_CHUNK)
+    if pool is not None:
+        n_parts = -(-n_parts // threads) * threads  # a whole number of parts per thread
+    parts = np.array_split(sims.numpy(), min(n_parts, n))  # views of consecutive rows
+    args = [start] * len(parts), [end] * len(parts), [kcs] * len(parts), [wide] * len(parts)
+    done = list((map if pool is None else pool.map)(_ranked_rows_numpy, parts, *args))
+    return tuple(torch.from_numpy(np.concatenate([d[i] for d in done])) for i in range(3))
 
 
 def retrieval_metrics(
@@ -79,26 +157,31 @@ def retrieval_metrics(
 
     (not a mean of per-query precisions; not the textbook P@k when :math:`r_i < k`). mAP is over
     the whole ranking, :math:`AP_i = \frac{1}{r_i}\sum_{j=1}^{r_i} j / \mathrm{rank}_j`, exact, by
-    rank counting (:func:`_average_precision_rows`). A query whose class is absent from the
-    gallery counts nowhere; NaN when no query has a relevant item.
+    one sort of each similarity row (:func:`_ranked_rows`; a relevant item tied with irrelevant ones
+    ranks after them), which then gives P@k too (the same top k as a top-k would choose). ``ks=()``
+    with ``with_map`` gives mAP alone. A query whose class is absent from the gallery counts nowhere;
+    NaN when no query has a relevant item.
 
     Shape:
         query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
     Returns:
         ``{"P@1": ..., "P@5": ..., "mAP": ...}``.
+    Raises:
+        ValueError: a k below 1, no k without ``with_map``, a block size below 1, shapes that do not
+            fit, an empty side, or a negative label.
     """
     ks = sorted({int(k) for k in ks})
     if (not ks and not with_map) or (ks and ks[0] < 1):
         raise ValueError("ks must be positive integers (and may be empty only with with_map)")
     hits, denom = dict.fromkeys(ks, 0), dict.fromkeys(ks, 0)
     ap_sum, n_valid = 0.0, 0
-    for block in _class_blocks(query, query_labels, gallery, gallery_labels, ks, block_size):
+    for block in _class_blocks(query, query_labels, gallery, gallery_labels, ks, block_size, with_map):
         for k in ks:
-            k_c = min(k, block.n_relevant)  # <= kmax: at most ks[-1] and at most m
-            hits[k] += int(block.found[:, k_c - 1].sum())
+            k_c = min(k, block.n_relevant)  # at most ks[-1] and at most m
+            hits[k] += int(block.hits[k_c].sum())
             denom[k] += k_c * block.rows.numel()
         if with_map:
-            ap_sum += float(_average_precision_rows(block.sims, block.start, block.end).sum())
+            ap_sum += float(block.ap.sum())
             n_valid += block.rows.numel()
     out = {f"P@{k}": (100.0 * hits[k] / denom[k] if denom[k] else float("nan")) for k in ks}
     if with_map:
@@ -109,8 +192,8 @@ def retrieval_metrics(
 @dataclass
 class _Block:
     rows: Tensor  # (B,) indices of the block's queries
-    sims: Tensor  # (B, m) similarities to the label-sorted gallery
-    found: Tensor | None  # (B, kmax) relevant items among the top j + 1, or None without ks
+    hits: dict[int, Tensor]  # k_c -> (B,) relevant items among the top k_c, for k_c = min(k, R), k in ks
+    ap: Tensor | None  # (B,) average precision of each query (float64), or None without mAP
     start: int  # the relevant gallery items are columns start:end
     end: int
 
@@ -120,10 +203,13 @@ class _Block:
 
 
 def _class_blocks(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
-                  ks: Sequence[int], block_size: int) -> Iterator[_Block]:
-    """Blocks of queries of one class each (classes absent from the gallery left out), with their
-    similarities to the label-sorted gallery and the running count of relevant items in their top
-    ``max(ks)``: the one pass that every metric here reads."""
+                  ks: Sequence[int], block_size: int, with_map: bool = False) -> Iterator[_Block]:
+    """Blocks of queries of one class each (classes absent from the gallery left out), with the
+    relevant items in their top ``min(k, R)`` for each k in ``ks`` and (``with_map``) their average
+    precisions, from their similarities to the label-sorted gallery: the one pass that every metric
+    here reads. Without mAP the top k come from a top-k of each row; with it, from the sort that mAP
+    needs (:func:`_ranked_rows`), and from a top-k only in the rows where the k-th score ties the
+    next one, so that the same items are counted either way."""
     if block_size < 1:
         raise ValueError("block_size must be positive")
     q, ql, g, gl = _prepare(query, query_labels, gallery, gallery_labels)
@@ -131,18 +217,42 @@ def _class_blocks(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike,
     offsets = [0, *torch.cumsum(counts, 0).tolist()]
     g_sorted = g[torch.argsort(gl, stable=True)]  # relevant items of class c: offsets[c]:offsets[c + 1]
     kmax = min(max(ks), g.shape[0]) if ks else 0
-    for c in torch.unique(ql).tolist():
-        start, end = offsets[c], offsets[c + 1]
-        if end == start:
-            continue  # class absent from the gallery: this query counts nowhere
-        rows = (ql == c).nonzero().view(-1)
-        for b in range(0, rows.numel(), block_size):
-            sims = q[rows[b:b + block_size]] @ g_sorted.t()  # B x m
-            found = None
-            if ks:
-                top = sims.topk(kmax, dim=1).indices
-                found = ((top >= start) & (top < end)).long().cumsum(dim=1)  # B x kmax
-            yield _Block(rows[b:b + block_size], sims, found, start, end)
+    threads = torch.get_num_threads() if with_map and q.device.type == "cpu" else 1
+    # with mAP on the CPU, a whole number of blocks, up to _SORT_GROUP scores, are sorted at once: the
+    # thread pool then starts fewer times (each start finds a core busy with torch's idle threads)
+    group = max(1, _SORT_GROUP // g.shape[0] // block_size) * block_size if threads > 1 else block_size
+    # |cosine| < 1.5, from Cauchy-Schwarz with the product's rounding, keeps the rank keys in int32
+    wide = not float(q.norm(dim=1).max() * g.norm(dim=1).max()) * (1 + q.shape[1] * 2.0 ** -23) < 1.5
+
+    def top_k_hits(sims: Tensor, start: int, end: int) -> Tensor:  # (B, kmax): relevant among the top j + 1
+        top = sims.topk(kmax, dim=1).indices
+        return ((top >= start) & (top < end)).long().cumsum(dim=1)
+
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        for c in torch.unique(ql).tolist():
+            start, end = offsets[c], offsets[c + 1]
+            if end == start:
+                continue  # class absent from the gallery: this query counts nowhere
+            rows = (ql == c).nonzero().view(-1)
+            kcs = sorted({min(k, end - start) for k in ks})
+            for b in range(0, rows.numel(), group):
+                sims = torch.empty(min(group, rows.numel() - b), g.shape[0], device=q.device)  # B x m
+                for i in range(0, sims.shape[0], block_size):
+                    torch.matmul(q[rows[b + i:b + i + block_size]], g_sorted.t(), out=sims[i:i + block_size])
+                ap, hits = None, {}
+                if with_map:
+                    ap, hits, split = _ranked_rows(sims, start, end, kcs, pool, threads, wide)
+                    # a top-k where the sort leaves the top k open (or where scores may be NaN)
+                    tied = (torch.ones_like(split) if wide else split).nonzero().view(-1)
+                    if kcs and tied.numel():
+                        top = top_k_hits(sims[tied.to(sims.device)], start, end)[:, [k - 1 for k in kcs]]
+                        hits[tied] = top.to(hits.device)
+                    hits = dict(zip(kcs, hits.unbind(1)))
+                elif kcs:
+                    found = top_k_hits(sims, start, end)
+                    hits = {k: found[:, k - 1] for k in kcs}
+                del sims  # one block's similarities alive at a time
+                yield _Block(rows[b:b + group], hits, ap, start, end)
 
 
 def per_query_precision(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
@@ -162,35 +272,8 @@ def per_query_precision(query: ArrayLike, query_labels: ArrayLike, gallery: Arra
     out = np.full(len(query_labels), np.nan)
     for block in _class_blocks(query, query_labels, gallery, gallery_labels, (k,), block_size):
         k_c = min(k, block.n_relevant)
-        out[block.rows.cpu().numpy()] = (100.0 * block.found[:, k_c - 1].double() / k_c).cpu().numpy()
+        out[block.rows.cpu().numpy()] = (100.0 * block.hits[k_c].double() / k_c).cpu().numpy()
     return out
-
-
-def precision_at_k(
-    query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
-    ks: Iterable[int] = (1, 5, 15), block_size: int = 256,
-) -> dict[int, float]:
-    """Pooled, capped precision at k, in percent: ``{k: P@k}`` (see :func:`retrieval_metrics`).
-
-    Shape:
-        query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
-    """
-    res = retrieval_metrics(query, query_labels, gallery, gallery_labels, ks, with_map=False, block_size=block_size)
-    return {int(key[2:]): v for key, v in res.items()}
-
-
-def mean_average_precision(
-    query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,
-    block_size: int = 256,
-) -> float:
-    r"""Mean average precision over the whole ranking, in percent (see :func:`retrieval_metrics`).
-
-    Queries whose class is absent from the gallery are left out of the mean.
-
-    Shape:
-        query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,).
-    """
-    return retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(), block_size=block_size)["mAP"]
 
 
 def retrieval_report(

@@ -11,25 +11,25 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.config.run import RunConfig
 from ucdir_core.data.identity import check_identity
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.evaluation.embedding import Embedder
-from ucdir_core.method.model import MomentumEncoders
+from ucdir_core.models.encoders import MomentumEncoders
 from ucdir_core.training import runs
 from ucdir_core.training.build import build_parts
-from ucdir_core.training.trainer import check_checkpoint
 
 
 @dataclass
 class TrainedModel:
     """A run's trained model: its config, the key encoder (the one the reference evaluates) with
     its embeddings of both domains (:class:`~ucdir_core.evaluation.embedding.Embedder`), the
-    inputs, the function that turns a query image into an input, and the checkpoint's epoch."""
+    inputs, the function that turns a query image into an input, and the last epoch the
+    checkpoint holds (0-based, as in the history and ``summary.json``)."""
 
-    cfg: UCDIRConfig
+    cfg: RunConfig
     model: MomentumEncoders
     embedder: Embedder
     inputs: DomainPair[DomainInputs]
@@ -68,11 +68,11 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
     inputs = parts.inputs.domains
     model = MomentumEncoders(parts.encoder, inputs.map(lambda d: len(d.train_eval)), dim=cfg.feature_dim,
                              key_bn_splits=cfg.key_bn_splits).to(device)
-    check_checkpoint(state, path, cfg, model, run)
+    runs.check_checkpoint(state, path, cfg, {"bank_a": model.bank_a.shape[0], "bank_b": model.bank_b.shape[0]}, run)
     model.load_state_dict(state["model"])
     model.eval()
     embedder = Embedder(cfg, inputs, model.encoder_k, device, progress)
-    return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, int(state["epoch"]))
+    return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, runs.checkpoint_epoch(state))
 
 
 def evaluate_run(run_dir: str | Path, which: str = "last") -> dict:

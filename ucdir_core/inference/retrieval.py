@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from ucdir_core.base.errors import DataError
-from ucdir_core.data.images import is_image_name, load_image
+from ucdir_core.base.text import printable
+from ucdir_core.data.images import ImageMissingError, is_image_name, load_image
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.evaluation.embedding import embed
 from ucdir_core.inference.loading import TrainedModel, load_trained
@@ -45,10 +46,10 @@ def query_files(query: str | Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
         if not files:
-            raise DataError(f"query folder {path} holds no image files")
+            raise DataError(f"query folder {printable(path)} holds no image files")
         return files
     if not path.is_file():
-        raise FileNotFoundError(f"query image not found: {query}")
+        raise FileNotFoundError(f"query image not found: {printable(query)}")
     return [path]
 
 
@@ -65,11 +66,19 @@ def domain_of(path: str | Path, root: Path, domains: Sequence[str]) -> str | Non
 
 
 def _load_query(path: str | Path) -> Image.Image:
-    """The query image, or a one-line :class:`DataError` naming it (the one decode path)."""
+    """The query image (the one decode path).
+
+    Raises:
+        FileNotFoundError: the file is gone (one line naming it).
+        DataError: no readable image (one line naming it and the decoder's reason).
+    """
     try:
         return load_image(path)
+    except ImageMissingError:
+        raise FileNotFoundError(f"query image not found: {printable(path)}") from None
     except DataError as exc:
-        raise DataError(f"query {path} is not a readable image ({getattr(exc, 'reason', exc)})") from None
+        raise DataError(f"query {printable(path)} is not a readable image ({getattr(exc, 'reason', None) or exc})"
+                        ) from None
 
 
 def retrieve(run_dir: str | Path, query: str | Path, gallery_domain: str | None = None, top_k: int = 10,

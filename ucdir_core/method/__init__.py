@@ -1,7 +1,9 @@
-"""Layer 1, the methods: what is trained and how, independent of where images come from.
+"""Layer 2, the methods: what is trained and how, independent of where images come from.
 
-``losses`` (pure loss functions), ``schedules`` (per-epoch weights and learning rates),
-``clustering`` (faiss k-means per domain), ``backbones`` and ``model`` (encoders, momentum update,
-memory banks), ``interface`` (what a method provides to the trainer), ``ucdir`` (UCDIR behind that
-interface), ``registry`` (a method by its config name) and ``ablation`` (the paper's loss ablation).
+UCDIR: ``ucdir_params`` (its parameters, ranges and table rows), ``losses`` (its four pure loss
+functions), ``ucdir`` (its schedule and objective behind the interface). ProtoOT:
+``protoot_params``, ``transport``, ``prototype_losses``, ``protoot``. Shared: ``schedules``
+(loss-weight ramps), ``clustering`` (faiss k-means per domain), ``interface`` (what a method
+provides to the trainer), ``params`` (each method's parameters and rows by name, torch-free) and
+``registry`` (a method by its config name).
 """

@@ -78,6 +78,25 @@ def cluster_domain(embeddings: torch.Tensor, ks: Sequence[int], **kmeans_kwargs)
     return Clustering(assignments, prototypes)
 
 
+@dataclass(frozen=True)
+class KMeansSettings:
+    """The per-epoch k-means every method runs: the K values and faiss's settings (shared config
+    keys ``num_clusters``, ``kmeans_iters``, ``kmeans_restarts``, ``kmeans_max_points_per_centroid``,
+    ``kmeans_min_points_per_centroid``)."""
+
+    ks: tuple[int, ...]
+    niter: int = 20
+    nredo: int = 5
+    max_points_per_centroid: int = 2000
+    min_points_per_centroid: int = 2
+
+    def cluster(self, embeddings: torch.Tensor) -> Clustering:
+        """:func:`cluster_domain` of one domain's embeddings with these settings."""
+        return cluster_domain(embeddings, self.ks, niter=self.niter, nredo=self.nredo,
+                              max_points_per_centroid=self.max_points_per_centroid,
+                              min_points_per_centroid=self.min_points_per_centroid)
+
+
 def _as_f32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()

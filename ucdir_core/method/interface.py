@@ -2,7 +2,7 @@
 
 A method (UCDIR, :mod:`ucdir_core.method.ucdir`; its successor ProtoOT beside it) shares the
 model of both: query and key encoders, the momentum update and one id-indexed memory bank per
-domain (:class:`~ucdir_core.method.model.MomentumEncoders`). It differs in
+domain (:class:`~ucdir_core.models.encoders.MomentumEncoders`). It differs in
 
 - its loss of one step, from the step's queries, keys, banks and ids (:class:`StepBatch`), and
   the named terms it logs (:meth:`Method.loss`);
@@ -13,8 +13,10 @@ domain (:class:`~ucdir_core.method.model.MomentumEncoders`). It differs in
 - whatever it keeps between steps (evolving prototypes), which goes into the checkpoint
   (:meth:`Method.state_dict`) so that a resumed run continues exactly.
 
-The optimiser and the learning-rate schedule are config keys (``optimizer``, ``lr_schedule``),
-shared by every method.
+A method is built from its own parameters (:mod:`ucdir_core.method.params`), the K values of the
+shared k-means and the run's number of epochs (schedules stated as shares of training resolve
+against it); it never reads the run config. The optimiser and the learning-rate schedule are shared
+keys of the run config, as is everything else not named here.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from typing import Any, Callable, ClassVar
 
 from torch import Tensor
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.params import Params
 from ucdir_core.method.clustering import Clustering
 
 
@@ -69,17 +71,45 @@ class EpochContext:
 class Method(ABC):
     """One training method behind the trainer. Subclasses set :attr:`name` and :attr:`terms`.
 
+    Args:
+        params: the method's own parameters (its class in :data:`~ucdir_core.method.params.METHOD_PARAMS`).
+        num_clusters: the K values of the per-epoch k-means (shared key ``num_clusters``).
+        epochs: the run's number of epochs.
+
     Attributes:
         name: the config's ``method`` value.
         terms: the names of its loss terms, in the order they are logged (``loss_<term>``,
             ``w_<term>``); the same names as the config keys and the tables use.
+
+    Raises:
+        ValueError: a term weighted above 0 that would never switch on within ``epochs`` (one line
+            naming the term, the epoch it starts and the fix).
     """
 
     name: ClassVar[str]
     terms: ClassVar[tuple[str, ...]]
 
-    def __init__(self, cfg: UCDIRConfig):
-        self.cfg = cfg
+    def __init__(self, params: Params, num_clusters: tuple[int, ...], epochs: int):
+        self.params = params
+        self.num_clusters = num_clusters
+        self.epochs = epochs
+
+    def check_switch_on(self, starts: dict[str, tuple[str, float]]) -> None:
+        """Refuse a term whose weight is above 0 but which is never on within the run's epochs.
+
+        Args:
+            starts: ``{term: (the key naming its start, its weight)}`` for the terms to check.
+
+        Raises:
+            ValueError: one line naming the term, its start key and value, and what to change.
+        """
+        on = self.switch_on_epochs(self.epochs)
+        for term, (key, weight) in starts.items():
+            if weight > 0 and on.get(term) is None:
+                raise ValueError(
+                    f"{term} is weighted {weight:g} but never switches on in {self.epochs} epoch(s) "
+                    f"({key}={getattr(self.params, key)!r}); train more epochs, set {key} earlier (an epoch, or "
+                    f"a share of training such as 0.5), or set its weight to 0")
 
     @abstractmethod
     def weights(self, epoch: int) -> dict[str, float]:

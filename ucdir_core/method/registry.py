@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ucdir_core.base.config import UCDIRConfig
+from ucdir_core.base.params import Params
 from ucdir_core.method.interface import Method
 from ucdir_core.method.protoot import ProtoOT
 from ucdir_core.method.ucdir import UCDIR
@@ -11,14 +11,14 @@ from ucdir_core.method.ucdir import UCDIR
 METHODS: dict[str, type[Method]] = {UCDIR.name: UCDIR, ProtoOT.name: ProtoOT}
 
 
-def build_method(cfg: UCDIRConfig) -> Method:
-    """The method ``cfg.method`` names, built from ``cfg``.
+def build_method(params: Params, num_clusters: tuple[int, ...], epochs: int) -> Method:
+    """The method whose parameters ``params`` are, for a run of ``epochs`` epochs with k-means of
+    ``num_clusters`` (a run config gives ``cfg.method_params, cfg.num_clusters, cfg.epochs``).
 
     Raises:
-        ValueError: an unknown method name (the message lists the known ones).
+        ValueError: parameters of no registered method, or parameters the method refuses (one line).
     """
-    try:
-        cls = METHODS[cfg.method]
-    except KeyError:
-        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(METHODS))}") from None
-    return cls(cfg)
+    name = getattr(type(params), "method", None)
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](params, num_clusters, epochs)

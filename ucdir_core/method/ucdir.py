@@ -7,42 +7,80 @@ ECCV 2022, https://arxiv.org/abs/2207.09721.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.params import at_epoch
 from ucdir_core.method import losses
 from ucdir_core.method.clustering import Clustering
 from ucdir_core.method.interface import EpochContext, Method, StepBatch
-from ucdir_core.method.schedules import LossWeights, UCDIRSchedule
+from ucdir_core.method.schedules import LinearRamp, StepOn
+from ucdir_core.method.ucdir_params import UCDIRParams
 
 
 @dataclass(frozen=True)
-class LossParams:
-    """The UCDIR losses' settings other than their weights; field names are the config's keys."""
+class LossWeights:
+    """The weight of every UCDIR loss term at one epoch, and whether clustering runs."""
 
-    temperature: float = 0.2
-    threshold: float = 0.2
-    self_entropy_temperature: float = 0.01
-    distance_of_distance_temperature: float = 0.01
-    distance_of_distance_center: bool = False
-    self_entropy_center: bool = False
+    instance_contrastive: float
+    cluster_contrastive: float
+    self_entropy: float
+    distance_of_distance: float
+    clustering: bool
+
+    def as_dict(self) -> dict[str, float]:
+        """``{term: weight}`` in the order of the terms."""
+        return {"instance_contrastive": self.instance_contrastive, "cluster_contrastive": self.cluster_contrastive,
+                "self_entropy": self.self_entropy, "distance_of_distance": self.distance_of_distance}
+
+
+@dataclass(frozen=True)
+class UCDIRSchedule:
+    """UCDIR's per-epoch loss weights (spec section 3), its schedule values resolved to epochs.
+
+    Cluster-based terms need prototypes, so their weights are 0 before ``clustering_start``
+    whatever their own start says (the reference computes them only once clustering is on).
+    """
+
+    cluster_contrastive: LinearRamp
+    self_entropy: StepOn
+    distance_of_distance: StepOn
+    instance_weight: float
+    clustering_start: int
 
     @classmethod
-    def from_config(cls, cfg: UCDIRConfig) -> "LossParams":
-        """The config's values of these keys, by name."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+    def from_params(cls, p: UCDIRParams, epochs: int) -> "UCDIRSchedule":
+        """The schedules ``p`` describes in a run of ``epochs`` epochs."""
+        return cls(
+            cluster_contrastive=LinearRamp(at_epoch(p.cluster_contrastive_ramp_after, epochs),
+                                           at_epoch(p.cluster_contrastive_ramp_end, epochs),
+                                           p.cluster_contrastive_weight_initial, p.cluster_contrastive_weight),
+            self_entropy=StepOn(at_epoch(p.self_entropy_start, epochs), p.self_entropy_weight),
+            distance_of_distance=StepOn(at_epoch(p.distance_of_distance_start, epochs), p.distance_of_distance_weight),
+            instance_weight=p.instance_contrastive_weight,
+            clustering_start=at_epoch(p.clustering_start, epochs),
+        )
+
+    def weights(self, epoch: int) -> LossWeights:
+        on = epoch >= self.clustering_start
+        return LossWeights(
+            instance_contrastive=self.instance_weight,
+            cluster_contrastive=self.cluster_contrastive(epoch) if on else 0.0,
+            self_entropy=self.self_entropy(epoch) if on else 0.0,
+            distance_of_distance=self.distance_of_distance(epoch) if on else 0.0,
+            clustering=on,
+        )
 
 
 def centred_assignment_inputs(q: DomainPair[Tensor], banks: DomainPair[Tensor], prototypes: DomainPair[Tensor]
                               ) -> tuple[DomainPair[Tensor], DomainPair[Tensor]]:
     """Queries and prototypes with their own domain's bank mean subtracted, re-normalised.
 
-    A deviation from the reference (``distance_of_distance_center`` / ``self_entropy_center``, off
+    A deviation from the reference (``distance_of_distance_centred`` / ``self_entropy_centred``, off
     in the paper presets). When the two domains' embeddings do not overlap, a query's soft
     assignment to the *other* domain's prototypes falls on the two or three prototypes nearest to
     its whole domain, whatever its class, so self-entropy and distance-of-distance act on a
@@ -71,11 +109,11 @@ def _distance_of_distance(q: DomainPair[Tensor], protos: DomainPair[Tensor], tem
 
 
 def _assignment_terms(q: DomainPair[Tensor], banks: DomainPair[Tensor], clusterings: Sequence[DomainPair[Tensor]],
-                      fn, temperature: float, center: bool) -> Tensor:
+                      fn, temperature: float, centred: bool) -> Tensor:
     """Mean of ``fn``'s terms over every clustering's prototypes (optionally centred first)."""
     values: list[Tensor] = []
     for protos in clusterings:
-        qs, ps = centred_assignment_inputs(q, banks, protos) if center else (q, protos)
+        qs, ps = centred_assignment_inputs(q, banks, protos) if centred else (q, protos)
         values += fn(qs, ps, temperature)
     return sum(values) / len(values)
 
@@ -87,7 +125,7 @@ def ucdir_objective(
     ids: DomainPair[Tensor],
     clustering: DomainPair[Clustering] | None,
     weights: LossWeights,
-    params: LossParams,
+    params: UCDIRParams,
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum of the four losses over both domains, and the value of each term.
 
@@ -96,8 +134,8 @@ def ucdir_objective(
     prototype) domain combinations of every clustering (4 x nK terms) and ``L_dod`` the two feature
     domains of every clustering (2 x nK), and the cluster-wise loss averages over clusterings
     (:func:`~ucdir_core.method.losses.cluster_contrastive`). Terms whose weight is 0 are not
-    computed and are reported as 0. With ``params.self_entropy_center`` /
-    ``params.distance_of_distance_center`` the soft assignments of that loss see
+    computed and are reported as 0. With ``params.self_entropy_centred`` /
+    ``params.distance_of_distance_centred`` the soft assignments of that loss see
     :func:`centred_assignment_inputs` (a deviation; off by default).
 
     Shape:
@@ -124,11 +162,11 @@ def ucdir_objective(
              if clustering is not None else [])
     if weights.self_entropy > 0:
         terms["self_entropy"] = _assignment_terms(q, banks, per_k, _self_entropy, params.self_entropy_temperature,
-                                                  params.self_entropy_center)
+                                                  params.self_entropy_centred)
     if weights.distance_of_distance > 0:
         terms["distance_of_distance"] = _assignment_terms(q, banks, per_k, _distance_of_distance,
                                                           params.distance_of_distance_temperature,
-                                                          params.distance_of_distance_center)
+                                                          params.distance_of_distance_centred)
     total = (
         weights.instance_contrastive * terms["instance_contrastive"]
         + weights.cluster_contrastive * terms["cluster_contrastive"]
@@ -140,17 +178,25 @@ def ucdir_objective(
 class UCDIR(Method):
     """UCDIR (spec sections 2-3): instance and cluster-wise contrastive, self-entropy and
     distance-of-distance, with k-means of both domains' evaluation embeddings at the start of
-    every epoch from ``clustering_start`` on."""
+    every epoch from ``clustering_start`` on.
+
+    Raises:
+        ValueError: a cluster-based term weighted above 0 that never switches on within the run.
+    """
 
     name = "ucdir"
     terms = ("instance_contrastive", "cluster_contrastive", "self_entropy", "distance_of_distance")
+    params: UCDIRParams
 
-    def __init__(self, cfg: UCDIRConfig):
-        super().__init__(cfg)
-        self.schedule = UCDIRSchedule.from_config(cfg)
-        self.params = LossParams.from_config(cfg)
+    def __init__(self, params: UCDIRParams, num_clusters: tuple[int, ...], epochs: int):
+        super().__init__(params, num_clusters, epochs)
+        self.schedule = UCDIRSchedule.from_params(params, epochs)
         self.clustering: DomainPair[Clustering] | None = None
         self._weights = self.schedule.weights(0)
+        self.check_switch_on({
+            "cluster_contrastive": ("cluster_contrastive_ramp_end", params.cluster_contrastive_weight),
+            "self_entropy": ("self_entropy_start", params.self_entropy_weight),
+            "distance_of_distance": ("distance_of_distance_start", params.distance_of_distance_weight)})
 
     def weights(self, epoch: int) -> dict[str, float]:
         return self.schedule.weights(epoch).as_dict()
@@ -162,6 +208,3 @@ class UCDIR(Method):
 
     def loss(self, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
         return ucdir_objective(batch.q, batch.k, batch.banks, batch.ids, self.clustering, self._weights, self.params)
-
-    def switch_on_epochs(self, epochs: int) -> dict[str, int | None]:
-        return self.schedule.switch_on_epochs(epochs)

@@ -3,7 +3,6 @@ pipeline, encoder; and :func:`train`, one locked run."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -11,18 +10,20 @@ from typing import Callable
 import torch
 
 from ucdir_core.base import distributed as D
-from ucdir_core.base.config import RESUMABLE_KEYS, UCDIRConfig, config_differences
 from ucdir_core.base.device import select_device
+from ucdir_core.base.errors import RunError
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
+from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, config_differences
 from ucdir_core.data.identity import dataset_identity
 from ucdir_core.data.inputs import PipelineInputs, build_inputs
+from ucdir_core.data.loader import epoch_batch_size
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import SplitImages, load_split_images
 from ucdir_core.evaluation.embedding import embed
-from ucdir_core.method.model import Encoder, init_head_pca
+from ucdir_core.models.encoders import Encoder, init_head_pca
 from ucdir_core.training import runs
-from ucdir_core.training.trainer import Trainer, epoch_batch_size
+from ucdir_core.training.trainer import Trainer
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ModelParts:
     identity: dict
 
 
-def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: bool = True,
+def build_parts(cfg: RunConfig, run_dir: str | Path | None = None, progress: bool = True,
                 allow_unmatched_classes: bool = False, log: Callable[[str], None] = print, init_head: bool = True,
                 read_only: bool = False) -> ModelParts:
     """The images, inputs and encoder of ``cfg``. Seeds torch before building the encoder.
@@ -66,7 +67,7 @@ def build_parts(cfg: UCDIRConfig, run_dir: str | Path | None = None, progress: b
     return ModelParts(images, inputs, encoder, identity)
 
 
-def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
+def build_trainer(cfg: RunConfig, run_dir: str | Path, progress: bool = True, allow_unmatched_classes: bool = False,
                   log: Callable[[str], None] = print, init_head: bool = True
                   ) -> tuple[Trainer, DomainPair[SplitImages]]:
     """A trainer for ``cfg`` in ``run_dir`` (:func:`build_parts`, then the model, method and optimiser)."""
@@ -76,7 +77,7 @@ def build_trainer(cfg: UCDIRConfig, run_dir: str | Path, progress: bool = True, 
     return trainer, parts.images
 
 
-def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
           allow_unmatched_classes: bool = False, command: list[str] | None = None,
           log: Callable[[str], None] = print, overwrite: bool = False) -> list[dict]:
     """Train one run (or resume it); returns the history rows.
@@ -88,17 +89,19 @@ def train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool = False, progress:
         return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
 
 
-def _train(cfg: UCDIRConfig, run_dir: str | Path, resume: bool, progress: bool, allow_unmatched_classes: bool,
+def _train(cfg: RunConfig, run_dir: str | Path, resume: bool, progress: bool, allow_unmatched_classes: bool,
            command: list[str] | None, log: Callable[[str], None]) -> list[dict]:
     run = runs.RunFolder(run_dir)
     if resume and run.exists():
         saved = run.config()
         changed = config_differences(saved.to_dict(), cfg)
-        if changed and set(changed) <= set(RESUMABLE_KEYS):
-            log("resuming with " + ", ".join(f"{k} {getattr(saved, k)} -> {getattr(cfg, k)}" for k in changed))
-        elif changed:
-            warnings.warn("resuming with the run folder's saved config; the given config is ignored", stacklevel=3)
-            cfg = saved
+        fixed = [k for k in changed if k not in RESUMABLE_KEYS]
+        if fixed:
+            raise RunError(f"a resumed run keeps its config: {', '.join(fixed)} cannot change in {run.path} (only "
+                           f"{', '.join(RESUMABLE_KEYS)} can); start a new run folder to train with other values")
+        if changed:
+            old, new = saved.flat(resolved=True), cfg.flat(resolved=True)
+            log("resuming with " + ", ".join(f"{k} {old[k]} -> {new[k]}" for k in changed))
     resuming = resume and run.has_checkpoint()  # weights come from last.pt (or prev.pt)
     trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
     return trainer.fit(resume=resume, command=command)

@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ucdir_core.base import distributed as D
-from ucdir_core.base.config import UCDIRConfig
 from ucdir_core.base.errors import RunError
 from ucdir_core.base.io import (TEMP_SUFFIX, atomic_torch_save, atomic_write_bytes, json_default, load_checkpoint, plain,
                                 write_json)
+from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, config_differences
+from ucdir_core.data.identity import check_identity
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -42,7 +43,23 @@ LEGACY_HISTORY_KEYS = {"loss_instance": "loss_instance_contrastive", "loss_clust
 
 __all__ = ["RunFolder", "RunError", "CONFIG", "HISTORY", "LAST", "PREV", "BEST", "SPLIT", "MANIFEST", "SUMMARY",
            "LOCK", "RUN_FILES", "atomic_torch_save", "atomic_write_bytes", "load_checkpoint", "plain", "write_json",
-           "read_history_row", "runtime"]
+           "read_history_row", "runtime", "checkpoint_epoch", "check_checkpoint", "summarize", "format_row",
+           "CHECKPOINT_FORMAT"]
+
+
+#: the format of the checkpoints this version writes: ``epoch`` is the last epoch they hold (0-based),
+#: in every checkpoint, as in the history and ``summary.json``
+CHECKPOINT_FORMAT = 2
+
+
+def checkpoint_epoch(state: dict[str, Any]) -> int:
+    """The last epoch (0-based) whose weights a checkpoint holds. ``last.pt`` and ``prev.pt``
+    written before :data:`CHECKPOINT_FORMAT` stored the next epoch to run instead; they are read
+    as the epoch before it."""
+    epoch = int(state["epoch"])
+    if "checkpoint_format" not in state and "optimizer" in state:
+        return epoch - 1
+    return epoch
 
 
 def read_history_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -154,17 +171,26 @@ class RunFolder:
     def claim(self, resume: bool = False, overwrite: bool = False) -> Iterator[None]:
         """The run folder, ready for one writer: locked (by process 0), refused if it holds a run
         and neither ``resume`` nor ``overwrite`` is given, emptied of a killed writer's temporary
-        files, and of the old run's files with ``overwrite``."""
+        files, and of the old run's files with ``overwrite``. A start that fails before the run
+        is written (no ``config.json``) leaves nothing behind: the files it wrote (the data check's
+        manifest, the split) are removed, and so is the folder if it made it."""
         with self.lock() if D.is_main() else contextlib.nullcontext():
             self.refuse_reuse(resume, overwrite)
             if D.is_main():
                 self.remove_temp_files()
                 if overwrite:
                     self.clear()
+            before = {n for n in RUN_FILES if self.file(n).exists()}
             D.barrier()
-            yield
+            try:
+                yield
+            except BaseException:
+                if D.is_main() and not self.exists():
+                    for name in set(RUN_FILES) - before:
+                        self.file(name).unlink(missing_ok=True)
+                raise
 
-    def start(self, cfg: UCDIRConfig, command: list[str] | None = None, identity: dict[str, Any] | None = None,
+    def start(self, cfg: RunConfig, command: list[str] | None = None, identity: dict[str, Any] | None = None,
               header: dict[str, Any] | None = None) -> None:
         """Create the folder, drop an earlier run's checkpoints and summary, and write the config,
         the dataset's identity (``dataset.json``) and the history's first line (command, config,
@@ -177,7 +203,7 @@ class RunFolder:
         write_json(self.file(CONFIG), cfg.to_dict())
         self._write_history({**self._header(cfg, command), **(header or {})}, [])
 
-    def _header(self, cfg: UCDIRConfig, command: list[str] | None) -> dict[str, Any]:
+    def _header(self, cfg: RunConfig, command: list[str] | None) -> dict[str, Any]:
         return {"command": command if command is not None else sys.argv, "config": cfg.to_dict(),
                 "runtime": {**runtime(), "dataloader_workers": cfg.workers}, "time": time.time()}
 
@@ -196,25 +222,56 @@ class RunFolder:
             return {}
         return first if isinstance(first, dict) and "epoch" not in first else {}
 
-    def write_config(self, cfg: UCDIRConfig) -> None:
+    def write_config(self, cfg: RunConfig) -> None:
         """Replace ``config.json`` (a resume with changed optimisation settings, :data:`RESUMABLE_KEYS`)."""
         write_json(self.file(CONFIG), cfg.to_dict())
 
-    def config(self) -> UCDIRConfig:
+    def config(self) -> RunConfig:
         self.check_folder()
         if not self.exists():
             raise FileNotFoundError(f"no run at {self.path} (missing {CONFIG})")
         try:
-            return UCDIRConfig.from_dict(json.loads(self.file(CONFIG).read_text()))
+            return RunConfig.from_dict(json.loads(self.file(CONFIG).read_text()))
         except (ValueError, TypeError) as exc:
             raise RunError(f"{self.file(CONFIG)}: not a valid run config ({str(exc).splitlines()[0]})") from None
+
+    def checked_last(self, cfg: RunConfig, identity: dict[str, Any] | None, banks: dict[str, int],
+                     log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path] | None:
+        """The checkpoint to resume from (:meth:`load_last`), checked against the run's config,
+        its dataset's ``identity`` and the banks' sizes (:func:`check_checkpoint`); None if there is none.
+
+        Raises:
+            RunError: the data changed since the run started, or the checkpoint does not fit (one line).
+        """
+        found = self.load_last(log)
+        if found is None:
+            return None
+        if identity is not None:
+            check_identity(self.identity(), identity, str(self.file(DATASET)))
+        check_checkpoint(found[0], found[1], cfg, banks, self)
+        return found
+
+    def resumed_from(self, path: Path, cfg: RunConfig, rows: list[dict[str, Any]]) -> None:
+        """Bring the folder in step with a resume from checkpoint ``path``: the config rewritten if
+        optimisation settings changed (:data:`RESUMABLE_KEYS`), an unreadable ``last.pt`` set aside
+        when ``prev.pt`` was used, and the history rewritten as the checkpoint's ``rows``."""
+        if self.config() != cfg:
+            self.write_config(cfg)
+        if path.name == PREV:
+            self.set_aside(LAST)  # unreadable: kept for inspection, out of the rotation
+        self.rewrite_history(cfg, rows)
 
     def has_checkpoint(self) -> bool:
         return self.file(LAST).exists() or self.file(PREV).exists()
 
     def save_last(self, state: dict[str, Any]) -> None:
         """Write ``last.pt`` atomically; the one it replaces becomes ``prev.pt``."""
-        atomic_torch_save(state, self.file(LAST), previous=self.file(PREV))
+        atomic_torch_save({**state, "checkpoint_format": CHECKPOINT_FORMAT}, self.file(LAST), previous=self.file(PREV))
+
+    def save_best(self, epoch: int, model: dict[str, Any], cfg: RunConfig) -> None:
+        """Write ``best.pt`` atomically: the model's weights at ``epoch`` (0-based) and the config."""
+        atomic_torch_save({"epoch": epoch, "model": model, "config": cfg.to_dict(),
+                           "checkpoint_format": CHECKPOINT_FORMAT}, self.file(BEST))
 
     def load_last(self, log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path] | None:
         """The newest readable checkpoint, ``last.pt`` or else ``prev.pt``, and its path; None if neither exists.
@@ -263,7 +320,7 @@ class RunFolder:
                                "`ucdir train --resume` rewrites it from the checkpoint") from None
         return [read_history_row(r) for r in rows if "epoch" in r]
 
-    def rewrite_history(self, cfg: UCDIRConfig, rows: list[dict[str, Any]], command: list[str] | None = None) -> None:
+    def rewrite_history(self, cfg: RunConfig, rows: list[dict[str, Any]], command: list[str] | None = None) -> None:
         """Rewrite the history as its header and ``rows`` (the rows a checkpoint holds; used on resume).
 
         The header line is kept if it reads; otherwise a new one is written.
@@ -280,3 +337,53 @@ class RunFolder:
     def _write_history(self, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         lines = [json.dumps(r, default=json_default) for r in [header, *rows]]
         atomic_write_bytes(self.file(HISTORY), ("\n".join(lines) + "\n").encode())
+
+
+def check_checkpoint(state: dict[str, Any], path: Path, cfg: RunConfig, banks: dict[str, int], run: RunFolder) -> None:
+    """Refuse a checkpoint written under another config or for other data, in one line.
+
+    Args:
+        banks: the number of training images of each domain now (``{"bank_a": N_A, "bank_b": N_B}``).
+
+    Raises:
+        RunError: the checkpoint's config differs from the run's, or a bank's size from the data's.
+    """
+    keys = config_differences(plain(state.get("config")), cfg, ignore=RESUMABLE_KEYS)
+    if keys:
+        raise RunError(f"{path} was written under another config than {run.file(CONFIG)} "
+                       f"(differs in {', '.join(keys[:6])}); refusing it")
+    saved = state.get("model", {})
+    for (name, want), domain in zip(banks.items(), cfg.domains):
+        have = saved.get(name)
+        if have is not None and have.shape[0] != want:
+            raise RunError(f"the dataset changed since {path} was written: domain {domain} had "
+                           f"{have.shape[0]} training images, now {want}")
+
+
+def summarize(history: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    """Last-epoch and best-epoch results (``summary.json``). The best epoch is chosen as the
+    reference does, on the mean P@(first k) of the two directions of the *evaluation* labels, and
+    labelled so."""
+    evaluated = [r for r in history if "eval" in r]
+    if not evaluated:
+        return {"split": cfg.split}
+    last = evaluated[-1]
+    best = max(evaluated, key=lambda r: r["score"])
+    return {
+        "split": cfg.split, "epochs": cfg.epochs, "backbone": cfg.backbone, "image_size": cfg.image_size,
+        "seed": cfg.seed, "domains": list(cfg.domains), "method": cfg.method,
+        "last": {"epoch": last["epoch"], "eval": last["eval"]},
+        "best": {"epoch": best["epoch"], "eval": best["eval"],
+                 "selection": f"max mean P@{cfg.eval_ks[0]} of both directions, chosen on the evaluation labels "
+                              "(the reference's protocol; optimistic)"},
+    }
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One log line of a history row: epoch, lr, total loss, each direction's metrics, seconds."""
+    parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.2e}", f"loss {row.get('loss_total', float('nan')):.4f}"]
+    if "eval" in row:
+        for direction, m in row["eval"].items():
+            parts.append(f"{direction} " + " ".join(f"{k} {v:.1f}" for k, v in m.items()))
+    parts.append(f"{row['wall_seconds']:.1f}s")
+    return " | ".join(parts)

@@ -3,7 +3,7 @@ bank per domain.
 
 Hu & Lee, "Feature Representation Learning for Unsupervised Cross-domain Image Retrieval",
 ECCV 2022, https://arxiv.org/abs/2207.09721 (spec section 1); ProtoOT keeps it unchanged. The
-model owns the encoders and the banks; the losses live in :mod:`ucdir_core.method.losses` and
+model owns the encoders and the banks; the losses live in the methods (:mod:`ucdir_core.method`) and
 each method (:mod:`ucdir_core.method.interface`) computes its own.
 """
 
@@ -127,7 +127,6 @@ class MomentumEncoders(nn.Module):
         self.encoder_k = copy.deepcopy(encoder)
         self.encoder_k.requires_grad_(False)
         self.key_bn_splits = key_bn_splits
-        self.dim = dim
         self.register_buffer("bank_a", torch.zeros(num_images.a, dim))
         self.register_buffer("bank_b", torch.zeros(num_images.b, dim))
 

@@ -1,0 +1,37 @@
+"""Exact resume, once for every registered method: a run killed during an epoch and resumed gives
+the uninterrupted history, checkpoints and method state (the trainer's guarantee, README
+"Guarantees")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import killed_and_resumed
+from ucdir_core.method.registry import METHODS
+from ucdir_core.training import runs
+
+#: what each method changes in the tiny config to train in a few seconds; a method registered without
+#: a case here fails test_every_registered_method_has_a_resume_case
+CASES = {
+    "ucdir": {},
+    "protoot": dict(method="protoot", optimizer="adam", lr=1e-3, lr_schedule="constant", cross_domain_start=1),
+}
+
+
+def test_every_registered_method_has_a_resume_case():
+    assert set(CASES) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_a_killed_run_resumes_to_the_uninterrupted_history(method, tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg.replace(**CASES[method])
+    full, resumed = killed_and_resumed(cfg, tmp_path, monkeypatch, kill_epoch=2)
+    assert resumed == full and [r["epoch"] for r in full] == [0, 1, 2]
+    assert all(r[f"w_{term}"] > 0 for term in METHODS[method].terms for r in full[2:])  # every term on by the end
+    states = [torch.load(tmp_path / name / runs.LAST, weights_only=True) for name in ("full", "killed")]
+    assert states[0]["epoch"] == states[1]["epoch"] == 2  # the last epoch done, as the history says
+    for key, value in states[0]["method"].items():  # what the method keeps between steps (ProtoOT: prototypes)
+        torch.testing.assert_close(states[1]["method"][key], value)
+    for name, value in states[0]["model"].items():
+        torch.testing.assert_close(states[1]["model"][name], value)
