@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from ucdir_core.align.params import ALIGNMENTS
 from ucdir_core.base.distributed import init_from_env, is_main
 from ucdir_core.base.errors import DataError
 from ucdir_core.base.io import write_json
@@ -46,7 +47,9 @@ def config_epilog(preset: str) -> str:
     params = cfg.method_params
     return "\n".join([head, *lines(cfg, RunConfig.ranges()), "",
                       f"Keys of method {cfg.method} (another method's keys are refused; --method NAME switches):",
-                      *lines(params, type(params).ranges())])
+                      *lines(params, type(params).ranges()), "",
+                      "Keys of the alignment stage (label-free, fitted on the trained embeddings; none: off):",
+                      *lines(cfg.alignment_params, type(cfg.alignment_params).ranges())])
 
 
 def _add_config_options(p: argparse.ArgumentParser, preset: str = "digits") -> None:
@@ -173,6 +176,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--which", choices=["last", "best"], default="last",
                    help="checkpoint to evaluate (default last; best is chosen on evaluation labels)")
     p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--align", choices=ALIGNMENTS, help="also evaluate after this label-free alignment stage, "
+                   "fitted now on the run's training embeddings with the domain as the batch variable (the run's own "
+                   "settings if it was trained with it, else the defaults); writes nothing")
 
     p = sub.add_parser("retrieve", help="query images in, the top-k images of the other domain out",
                        description="Rank the run's evaluated images of one domain by cosine similarity to each "
@@ -226,7 +232,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    report = evaluate_run(args.run_dir, args.which)
+    report = evaluate_run(args.run_dir, args.which, args.align)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -4,8 +4,8 @@ that a config can be read and checked without loading a model.
 Harmony: Korsunsky et al., "Fast, sensitive and accurate integration of single-cell data with
 Harmony", Nature Methods 16, 1289-1296 (2019); fitted with the ``harmonypy`` package (>= 2.1, the
 C++ port of the R "harmony2" algorithm). Every ``harmony_*`` default below is
-harmonypy's ``run_harmony`` default except ``harmony_theta`` (4, as issue 25 asks; harmonypy's is
-2: a stronger diversity penalty), ``harmony_clusters`` (30, harmonypy's is ``min(N / 30, 100)``, which depends on the data) and
+harmonypy's ``run_harmony`` default except ``harmony_theta`` (4, the setting first measured on PACS;
+harmonypy's is 2: a stronger diversity penalty), ``harmony_clusters`` (30, harmonypy's is ``min(N / 30, 100)``, which depends on the data) and
 ``harmony_pcs`` (50, harmonypy takes principal components that the caller computed).
 """
 

@@ -38,10 +38,13 @@ class Range:
         return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
 
     def __str__(self) -> str:
+        def num(v: float) -> str:
+            return str(v) if isinstance(v, int) else f"{v:g}"
+
         if self.hi is None and self.lo is not None:
-            return f"> {self.lo:g}" if self.lo_open else f">= {self.lo:g}"
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        return f"in {'(' if self.lo_open else '['}{lo}, {self.hi:g}{')' if self.hi_open else ']'}"
+            return f"> {num(self.lo)}" if self.lo_open else f">= {num(self.lo)}"
+        lo = "-inf" if self.lo is None else num(self.lo)
+        return f"in {'(' if self.lo_open else '['}{lo}, {num(self.hi)}{')' if self.hi_open else ']'}"
 
 
 #: ranges used by many keys

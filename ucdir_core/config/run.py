@@ -1,12 +1,14 @@
 """The run configuration: the part every method shares (data, backbone, input pipeline, k-means,
 optimisation, epochs, evaluation, run) plus the chosen method's own parameters.
 
-A method's parameters are its own frozen dataclass next to its code
+A method's parameters (and the alignment stage's, :class:`~ucdir_core.align.params.AlignmentParams`)
+are their own frozen dataclass next to their code
 (:class:`~ucdir_core.method.ucdir_params.UCDIRParams`,
 :class:`~ucdir_core.method.protoot_params.ProtoOTParams`). Keys keep one flat namespace for the
 user: ``--set threshold=0.3`` and ``cfg.replace(threshold=0.3)`` reach the chosen method's
 parameters; a key of another method is refused in one line naming the method it belongs to.
-``config.json`` holds the shared keys, ``method`` and ``method_params``; files written before
+``config.json`` holds the shared keys, ``method``, ``method_params`` and ``alignment_params``; files
+written before
 (one flat dict, old key names) still load.
 """
 
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ucdir_core.align.params import AlignmentParams
 from ucdir_core.base.params import (AT_LEAST_ONE, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, Params, Range, one_of,
                                     parse_value, within)
 from ucdir_core.method.params import METHOD_PARAMS, owners, params_class
@@ -58,6 +61,8 @@ class RunConfig(Params):
     # --- method ---
     #: the chosen method's parameters (ucdir: Hu & Lee, ECCV 2022; protoot: Li et al., AAAI 2024)
     method_params: Params = field(default_factory=UCDIRParams)
+    #: the label-free alignment stage applied to the trained embeddings (none: off; ucdir_core.align)
+    alignment_params: AlignmentParams = field(default_factory=AlignmentParams)
     # --- k-means (faiss), used by every method's per-epoch clustering ---
     num_clusters: tuple[int, ...] = within(AT_LEAST_ONE, (65,))  #: K values of k-means (the shipped scripts use one)
     kmeans_iters: int = within(AT_LEAST_ONE, 20)
@@ -94,6 +99,8 @@ class RunConfig(Params):
     eval_batch_size: int = within(AT_LEAST_ONE, 256)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.alignment_params, AlignmentParams):
+            raise ValueError(f"alignment_params must be AlignmentParams, got {type(self.alignment_params).__name__}")
         if type(self.method_params) not in METHOD_PARAMS.values():
             raise ValueError(f"method_params must be one method's parameters, got {type(self.method_params).__name__}")
         self.check()
@@ -128,6 +135,9 @@ class RunConfig(Params):
         if "method_params" in changes:
             params = changes.pop("method_params")
         shared = {k: changes.pop(k) for k in list(changes) if k in SHARED_KEYS}
+        align = {k: changes.pop(k) for k in list(changes) if k in AlignmentParams.keys()}
+        if align:
+            shared["alignment_params"] = shared.get("alignment_params", self.alignment_params).replace(**align)
         for key in changes:
             if key not in type(params).keys():
                 raise ValueError(foreign_key_message(key, type(params).method))  # type: ignore[attr-defined]
@@ -136,17 +146,19 @@ class RunConfig(Params):
         return dataclasses.replace(self, method_params=params, **shared)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as ``config.json`` holds it: shared keys, ``method``, ``method_params``."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method_params"}
+        """The config as ``config.json`` holds it: shared keys, ``method``, ``method_params``,
+        ``alignment_params``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in COMPONENTS}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-        return {**out, "method": self.method, "method_params": self.method_params.to_dict()}
+        return {**out, "method": self.method, "method_params": self.method_params.to_dict(),
+                "alignment_params": self.alignment_params.to_dict()}
 
     def flat(self, resolved: bool = False) -> dict[str, Any]:
         """Every key of the run in one namespace (the names ``--set`` takes): shared keys,
         ``method`` and the method's parameters; with ``resolved``, schedule values as the epochs
         they name in this run (so that a share and the epoch it names compare equal)."""
         d = (self.pinned() if resolved else self).to_dict()
-        return {**{k: v for k, v in d.items() if k != "method_params"}, **d["method_params"]}
+        return {**{k: v for k, v in d.items() if k not in COMPONENTS}, **d["method_params"], **d["alignment_params"]}
 
     def pinned(self) -> "RunConfig":
         """This config with the method's schedule shares replaced by the epochs they name in this
@@ -167,6 +179,10 @@ class RunConfig(Params):
             raise ValueError(f"a config must be a JSON object, got {type(data).__name__}")
         data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}
         nested = data.pop("method_params", None)
+        align = data.pop("alignment_params", None) or {}
+        if not isinstance(align, dict):
+            raise ValueError("alignment_params must be a JSON object")
+        align = {**align, **{k: data.pop(k) for k in list(data) if k in AlignmentParams.keys()}}
         pcls = params_class(data.pop("method", "ucdir"))
         if nested is not None:
             if not isinstance(nested, dict):
@@ -183,7 +199,8 @@ class RunConfig(Params):
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         params = pcls(**own)
-        return cls(method_params=params, **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(method_params=params, alignment_params=AlignmentParams(**align),
+                   **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         """Apply ``key=value`` strings, e.g. ``["epochs=5", "num_clusters=7,14", "threshold=0.3"]``.
@@ -204,8 +221,10 @@ class RunConfig(Params):
         return self.replace(**changes)
 
 
+#: the run config's fields that hold a component's own parameters
+COMPONENTS = ("method_params", "alignment_params")
 #: the keys every method shares (the run config's own fields)
-SHARED_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig) if f.name != "method_params")
+SHARED_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig) if f.name not in COMPONENTS)
 
 
 def key_type(key: str) -> Any:
@@ -217,13 +236,14 @@ def key_type(key: str) -> Any:
     if key == "method":
         return "str"
     for f in fields(RunConfig):
-        if f.name == key and key != "method_params":
+        if f.name == key and key not in COMPONENTS:
             return f.type
-    for cls in METHOD_PARAMS.values():
+    for cls in (AlignmentParams, *METHOD_PARAMS.values()):
         for f in fields(cls):  # type: ignore[arg-type]
             if f.name == key:
                 return f.type
-    known = sorted({*SHARED_KEYS, "method", *(k for c in METHOD_PARAMS.values() for k in c.keys())})
+    known = sorted({*SHARED_KEYS, "method", *AlignmentParams.keys(),
+                    *(k for c in METHOD_PARAMS.values() for k in c.keys())})
     raise ValueError(f"unknown config key {key!r}; known: {', '.join(known)}")
 
 

@@ -9,10 +9,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ucdir_core.align.params import AlignmentParams
+from ucdir_core.align.stage import AlignmentModel, fit_alignment
 from ucdir_core.base.pair import DomainPair
+from ucdir_core.base.seeding import forked_rng
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.inputs import DomainInputs
-from ucdir_core.evaluation.alignment import alignment_diagnostics
+from ucdir_core.evaluation.alignment import alignment_diagnostics, mixing_and_agreement
 from ucdir_core.evaluation.metrics import retrieval_report
 
 
@@ -97,3 +100,22 @@ class Embedder:
         (:func:`~ucdir_core.evaluation.alignment.alignment_diagnostics`); labels only for class agreement."""
         return alignment_diagnostics(self.test_embeddings(), self.inputs.map(lambda d: d.test_labels),
                                      self.train_embeddings(), tuple(self.cfg.domains), self.cfg.num_clusters[0])
+
+    def fit_alignment(self, params: AlignmentParams) -> AlignmentModel:
+        """The alignment stage ``params`` names, fitted on both domains' *training* embeddings with
+        the domain as the batch variable (no label is read): under the held-out split the
+        evaluated images are not seen. The global random generators are left as they were."""
+        emb = self.train_embeddings().map(lambda t: t.detach().cpu().numpy())
+        with forked_rng(params.harmony_seed):
+            return fit_alignment(params, emb.a, emb.b)
+
+    def aligned(self, model: AlignmentModel) -> dict[str, Any]:
+        """P@k and mAP of the evaluated embeddings corrected by ``model``, with their domain mixing
+        and class agreement (labels read only for the metrics):
+        ``{"alignment": name, "eval": {direction: metrics}, "domain_mixing", "class_agreement"}``."""
+        emb = self.test_embeddings().map(lambda t: t.detach().cpu().numpy())
+        a, b = model.apply(emb.a, 0), model.apply(emb.b, 1)
+        la, lb = self.inputs.a.test_labels, self.inputs.b.test_labels
+        report = retrieval_report(torch.from_numpy(a), la, torch.from_numpy(b), lb, self.cfg.eval_ks,
+                                  names=tuple(self.cfg.domains))
+        return {"alignment": model.alignment, "eval": report, **mixing_and_agreement(a, la, b, lb)}

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ucdir_core.align.params import AlignmentParams
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.config.run import RunConfig
@@ -40,6 +41,12 @@ class TrainedModel:
     def evaluate(self) -> dict[str, dict[str, float]]:
         """P@k and mAP in both directions on the run's evaluated images."""
         return self.embedder.evaluate()
+
+    def aligned(self, params: AlignmentParams) -> dict[str, Any]:
+        """The evaluation after the alignment stage ``params`` names, fitted now on the run's training
+        embeddings (no label read; nothing written): see
+        :meth:`~ucdir_core.evaluation.embedding.Embedder.aligned`."""
+        return self.embedder.aligned(self.embedder.fit_alignment(params))
 
 
 def load_trained(run_dir: str | Path, which: str = "last", progress: bool = False) -> TrainedModel:
@@ -75,11 +82,24 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
     return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, runs.checkpoint_epoch(state))
 
 
-def evaluate_run(run_dir: str | Path, which: str = "last") -> dict:
+def evaluate_run(run_dir: str | Path, which: str = "last", align: str | None = None) -> dict:
     """P@k and mAP of a run's checkpoint on its evaluated images, both directions, with how they
-    were obtained (dataset, split, backbone, resolution, seed, method, checkpoint)."""
+    were obtained (dataset, split, backbone, resolution, seed, method, checkpoint).
+
+    With ``align`` (``none``, ``centred``, ``harmony``), also ``aligned``: the same after that
+    alignment stage, fitted now on the run's training embeddings (the run's own alignment settings
+    when it was trained with this alignment, the defaults otherwise); nothing is written, so a
+    read-only run folder works.
+
+    Raises:
+        ValueError: an unknown alignment.
+    """
     trained = load_trained(run_dir, which)
     cfg = trained.cfg
-    return {"run": str(run_dir), "checkpoint": which, "epoch": trained.epoch, "split": cfg.split,
-            "dataset": cfg.dataset, "method": cfg.method, "backbone": cfg.backbone, "image_size": cfg.image_size,
-            "seed": cfg.seed, "eval": trained.evaluate()}
+    out = {"run": str(run_dir), "checkpoint": which, "epoch": trained.epoch, "split": cfg.split,
+           "dataset": cfg.dataset, "method": cfg.method, "backbone": cfg.backbone, "image_size": cfg.image_size,
+           "seed": cfg.seed, "eval": trained.evaluate()}
+    if align is not None:
+        own = cfg.alignment_params
+        out["aligned"] = trained.aligned(own if own.alignment == align else AlignmentParams(alignment=align))
+    return out

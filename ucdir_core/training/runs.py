@@ -34,15 +34,16 @@ SPLIT = "split.json"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 DATASET = "dataset.json"
+ALIGNMENT = "alignment.npz"
 LOCK = ".lock"
 #: the files of a run, deleted by ``--overwrite``
-RUN_FILES = (CONFIG, HISTORY, LAST, PREV, BEST, SPLIT, MANIFEST, SUMMARY, DATASET)
+RUN_FILES = (CONFIG, HISTORY, LAST, PREV, BEST, SPLIT, MANIFEST, SUMMARY, DATASET, ALIGNMENT)
 #: history keys renamed to the paper's loss names; rows written before are read under the new names
 LEGACY_HISTORY_KEYS = {"loss_instance": "loss_instance_contrastive", "loss_cluster": "loss_cluster_contrastive",
                        "w_instance": "w_instance_contrastive", "w_cluster": "w_cluster_contrastive"}
 
 __all__ = ["RunFolder", "RunError", "CONFIG", "HISTORY", "LAST", "PREV", "BEST", "SPLIT", "MANIFEST", "SUMMARY",
-           "LOCK", "RUN_FILES", "atomic_torch_save", "atomic_write_bytes", "load_checkpoint", "plain", "write_json",
+           "LOCK", "RUN_FILES", "ALIGNMENT", "atomic_torch_save", "atomic_write_bytes", "load_checkpoint", "plain", "write_json",
            "read_history_row", "runtime", "checkpoint_epoch", "check_checkpoint", "summarize", "format_row",
            "CHECKPOINT_FORMAT"]
 
@@ -196,7 +197,7 @@ class RunFolder:
         the dataset's identity (``dataset.json``) and the history's first line (command, config,
         thread and DataLoader worker counts, and ``header``'s entries)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in (LAST, PREV, BEST, SUMMARY):
+        for name in (LAST, PREV, BEST, SUMMARY, ALIGNMENT):
             self.file(name).unlink(missing_ok=True)
         if identity is not None:
             write_json(self.file(DATASET), identity)
@@ -372,7 +373,7 @@ def summarize(history: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
     return {
         "split": cfg.split, "epochs": cfg.epochs, "backbone": cfg.backbone, "image_size": cfg.image_size,
         "seed": cfg.seed, "domains": list(cfg.domains), "method": cfg.method,
-        "last": {"epoch": last["epoch"], "eval": last["eval"]},
+        "last": {"epoch": last["epoch"], "eval": last["eval"], **({"aligned": last["aligned"]} if "aligned" in last else {})},
         "best": {"epoch": best["epoch"], "eval": best["eval"],
                  "selection": f"max mean P@{cfg.eval_ks[0]} of both directions, chosen on the evaluation labels "
                               "(the reference's protocol; optimistic)"},

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base import distributed as D
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import DivergenceError
@@ -77,6 +78,7 @@ class Trainer:
         self.next_epoch = 0  # the next epoch to run
         self.best: dict[str, Any] | None = None
         self.rows: list[dict[str, Any]] = []  # the history's epoch rows, also kept in last.pt
+        self.aligner: AlignmentModel | None = None  # the alignment stage fitted at the last evaluation
 
     def cluster(self, embeddings: DomainPair[Tensor]) -> DomainPair[Clustering]:
         """k-means of each domain's ``embeddings`` for every K; run on process 0 and given to every process."""
@@ -191,6 +193,9 @@ class Trainer:
         row["eval"], row["score"] = report, selection_score(report, self.cfg.eval_ks[0])
         if D.is_main():  # only process 0's rows are written
             row["alignment"] = self.embedder.alignment()
+            if self.cfg.alignment_params.alignment != "none":  # the run's alignment stage, fitted on this epoch
+                self.aligner = self.embedder.fit_alignment(self.cfg.alignment_params)
+                row["aligned"] = self.embedder.aligned(self.aligner)
         if self.best is None or row["score"] > self.best["score"]:
             self.best = {"epoch": row["epoch"], "score": row["score"], "eval": report}
             if D.is_main():
@@ -221,6 +226,8 @@ class Trainer:
             D.barrier()
         history = self.run.history()
         if D.is_main():
+            if self.aligner is not None:  # fitted on the last epoch's training embeddings: goes with last.pt
+                self.aligner.save(self.run.file(runs.ALIGNMENT))
             write_json(self.run.file(runs.SUMMARY), runs.summarize(history, cfg))
         D.barrier()
         return history
