@@ -108,3 +108,41 @@ def test_partition_agreement_is_one_for_a_relabelled_partition_and_low_for_a_cro
     assert partition_agreement(x2, np.eye(2), diagonal) < 0.5
     # prototypes are compared as directions (unit rows), as the losses' are: scaling one changes nothing
     assert partition_agreement(x2, np.eye(2) * [[3.0], [0.2]], diagonal) == partition_agreement(x2, np.eye(2), diagonal)
+
+
+def test_class_discovery_on_hand_built_embeddings():
+    from ucdir_core.evaluation.alignment import class_discovery
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 5
+    labels = np.repeat(np.arange(3), 20)
+    a = centres[labels] + rng.normal(0, 0.05, (60, 8))
+    b = centres[labels] + rng.normal(0, 0.05, (60, 8))  # the same classes, no domain offset
+    found = class_discovery(a, b, labels, labels, 3)
+    assert found["adjusted_rand"] == pytest.approx(1.0) and found["balance"] == pytest.approx(1.0, abs=0.05)
+    # a domain offset larger than the classes' spread: clusters follow the domains
+    a2 = np.eye(8)[5] * 10 + rng.normal(0, 1, (60, 8))
+    b2 = np.eye(8)[6] * 10 + rng.normal(0, 1, (60, 8))
+    apart = class_discovery(a2, b2, labels, labels, 2)
+    assert apart["balance"] == pytest.approx(0.0, abs=0.05) and abs(apart["adjusted_rand"]) < 0.1
+
+
+def test_the_alignment_answer_reads_every_number_from_its_table():
+    import pandas as pd
+
+    from ucdir_core.companion.tables import alignment_answer
+
+    rows = ["before", "UCDIR full", "UCDIR full + Harmony", "ProtoOT", "ProtoOT + Harmony"]
+    table = pd.DataFrame({"P@1": [49.0, 59.5, 59.8, 62.4, 59.0], "mAP": [31.8, 44.3, 48.6, 47.9, 49.8],
+                          "domain_mixing": [0.069, 0.088, 0.304, 0.091, 0.254],
+                          "class_agreement": [70.0, 77.9, 78.0, 76.2, 76.0],
+                          "adjusted_rand": [0.3, 0.38, 0.40, 0.33, 0.38], "balance": [0.5, 0.66, 0.95, 0.6, 0.9]},
+                         index=rows)
+    text = alignment_answer(table, ("photo", "sketch"))
+    for number in ("0.088", "0.091", "0.069", "0.088 -> 0.304", "0.091 -> 0.254", "59.5 -> 59.8", "62.4 -> 59.0",
+                   "44.3 -> 48.6", "0.38 -> 0.40", "0.66 -> 0.95"):
+        assert number in text, number
+    assert "leave the two domains apart" in text and "lifts P@1 for UCDIR full" in text
+    mixed = table.assign(domain_mixing=[0.1, 0.5, 0.6, 0.5, 0.6], **{"P@1": [1, 2, 1, 2, 1]})
+    assert "mix the two domains" in alignment_answer(mixed, ("a", "b"))
+    assert "does not lift P@1 for either method" in alignment_answer(mixed, ("a", "b"))

@@ -53,7 +53,8 @@ def test_retrieve_searches_the_other_domain_and_says_so(small, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"query {query} (from B); searching A"
     assert lines[1].split() == ["rank", "score", "path"]
-    assert len(lines) == 5 and all("/A/" in line for line in lines[2:])
+    assert len(lines) == 6 and all("/A/" in line for line in lines[2:5])
+    assert lines[5] == "(score: cosine similarity of the embeddings, from -1 to 1; higher is closer)"
     assert main(["retrieve", str(run), str(query), "--top-k", "2", "--gallery-domain", "B", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["gallery_domain"] == "B" and out["query_domain"] == "B" and len(out["results"]) == 2
@@ -91,3 +92,28 @@ def test_the_project_metadata_uses_an_spdx_license_string():
 def test_figures_of_other_datasets_are_run_products_not_tracked():
     ignore = (ROOT / ".gitignore").read_text().splitlines()
     assert "figures/*" in ignore and "!figures/pacs/" in ignore
+
+
+def test_a_training_run_says_what_it_does_and_ends_with_where_and_what_next(tmp_path, capsys):
+    """The first line says what is about to happen; slow steps are announced; an epoch line names the
+    terms that switch on there (why the loss jumps); the end says where the run is, the last epoch
+    against the untrained model in each direction, and the next commands (JSON with --json)."""
+    root = write_folder(tmp_path / "data", {"A": {c: 8 for c in "xyz"}, "B": {c: 8 for c in "xyz"}}, size=16)
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "digits_scratch", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run),
+            "--quiet", "--device", "cpu", "--epochs", "2", "--set", "image_size=16", "--set", "resize_size=16",
+            "--set", "batch_size=4", "--set", "num_clusters=3", "--set", "kmeans_restarts=1", "--set", "eval_ks=1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"training UCDIR on A and B of {root} (split full), 2 epochs, small_cnn at 16 px, into {run}"
+    assert any("recording the dataset's files" in line for line in out)
+    epoch1 = next(line for line in out if line.startswith("epoch 1 "))
+    assert "switched on: cluster_contrastive, self_entropy, distance_of_distance" in epoch1
+    assert not any("switched on" in line for line in out if line.startswith("epoch 0 "))
+    end = out[out.index(next(line for line in out if line.startswith("run saved in "))):]
+    assert end[0] == f"run saved in {run} (last epoch 1; summary.json, history.jsonl, last.pt, best.pt)"
+    assert end[1].startswith("  A->B: untrained -> last epoch: P@1 ") and "mAP" in end[1]
+    assert end[3].startswith(f"next: ucdir evaluate {run}") and end[4].strip().startswith(f"ucdir retrieve {run}")
+    assert main([*argv, "--overwrite", "--json"]) == 0
+    tail = capsys.readouterr().out
+    assert json.loads(tail[tail.index("{"):])["last"]["epoch"] == 1

@@ -27,7 +27,7 @@ from ucdir_core.inference.loading import evaluate_run
 from ucdir_core.inference.retrieval import retrieve
 from ucdir_core.method.params import METHOD_PARAMS
 from ucdir_core.training.build import train
-from ucdir_core.training.runs import RunFolder
+from ucdir_core.training.runs import RunFolder, closing_lines
 
 
 def config_epilog(preset: str) -> str:
@@ -153,6 +153,8 @@ def _add_train_parser(sub, preset: str) -> None:
                    help="keep classes found in one domain only (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (a log that is not a terminal gets "
                    "none either: plain lines, one per epoch)")
+    p.add_argument("--json", action="store_true", help="end with the summary's last and best epochs as JSON instead "
+                   "of the closing lines")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -226,8 +228,13 @@ def _cmd_train(args) -> int:
                     log=lambda line: print(escape_controls(line)))  # a path in a line cannot split it
     if not is_main():
         return 0
-    summary = json.loads((Path(args.run_dir) / "summary.json").read_text())
-    print(json.dumps({k: summary[k] for k in ("last", "best") if k in summary}, indent=2))
+    run = RunFolder(args.run_dir)
+    summary = json.loads(run.file("summary.json").read_text())
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("last", "best") if k in summary}, indent=2))
+    else:
+        for line in closing_lines(run.path, run.header().get("untrained"), summary):
+            print(escape_controls(line))
     return 0 if history else 1
 
 
@@ -252,6 +259,8 @@ def _cmd_retrieve(args) -> int:
         print(f"{'rank':>4}  {'score':>6}  path")
         for h in r.results:
             print(f"{h['rank']:4d}  {h['score']:6.4f}  {printable(h['path'])}")
+    if found:
+        print("(score: cosine similarity of the embeddings, from -1 to 1; higher is closer)")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ucdir_core.align.params import AlignmentParams
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
@@ -26,7 +27,7 @@ from ucdir_core.data.folders import with_folder_clusters
 from ucdir_core.data.inputs import build_inputs
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import load_split_images
-from ucdir_core.evaluation.alignment import mixing_and_agreement
+from ucdir_core.evaluation.alignment import class_discovery, mixing_and_agreement
 from ucdir_core.evaluation.anchors import anchor_embeddings
 from ucdir_core.evaluation.embedding import embed
 from ucdir_core.evaluation.metrics import retrieval_report
@@ -196,6 +197,29 @@ def method_title(cfg: RunConfig) -> str:
 def full_row(cfg: RunConfig) -> str:
     """The table row that is the whole method ``cfg`` trains (``full`` for UCDIR, ``protoot``)."""
     return FULL_ROW[cfg.method]
+
+
+def aligned_embeddings(trained: TrainedModel, alignment: str = "harmony"
+                       ) -> tuple[DomainPair[np.ndarray], dict[str, Any]]:
+    """A trained run's evaluated embeddings after the alignment stage ``alignment`` (its default
+    settings), fitted on the run's training embeddings with the domain as the batch variable (no
+    label), and their evaluation (:meth:`~ucdir_core.evaluation.embedding.Embedder.aligned`)."""
+    model = trained.embedder.fit_alignment(AlignmentParams(alignment=alignment))
+    emb = trained.embedder.test_embeddings().map(lambda t: t.cpu().numpy())
+    return DomainPair(model.apply(emb.a, 0), model.apply(emb.b, 1)), trained.embedder.aligned(model)
+
+
+def embedding_diagnostics(emb: DomainPair[np.ndarray], labels: DomainPair[np.ndarray], cfg: RunConfig
+                          ) -> dict[str, float]:
+    """Mean P@1 and mAP of both directions, domain mixing, class agreement, and class discovery
+    (adjusted Rand index and balance of k-means with K = the number of classes on both domains
+    together) of one set of evaluated embeddings; labels are read for these measures only."""
+    report = retrieval_report(emb.a, labels.a, emb.b, labels.b, (1,), names=tuple(cfg.domains))
+    k = len(np.unique(np.r_[labels.a, labels.b]))
+    return {"P@1": float(np.mean([m["P@1"] for m in report.values()])),
+            "mAP": float(np.mean([m["mAP"] for m in report.values()])),
+            **mixing_and_agreement(emb.a, labels.a, emb.b, labels.b),
+            **class_discovery(emb.a, emb.b, labels.a, labels.b, k, seed=cfg.seed)}
 
 
 def switch_on_epochs(cfg: RunConfig) -> dict[str, int | None]:

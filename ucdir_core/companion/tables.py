@@ -99,3 +99,41 @@ def save_tables(tables, stem: Path) -> list[Path]:
     paths[0].write_text(md + "\n")
     paths[1].write_text(tex)
     return paths
+
+
+def alignment_answer(table, domains: tuple[str, str]) -> str:
+    """The answer to "aligned by what?" for one execution, every number read from ``table``: rows
+    ``before``, ``UCDIR full``, ``UCDIR full + Harmony``, ``ProtoOT``, ``ProtoOT + Harmony``;
+    columns ``P@1``, ``mAP`` (means of both directions), ``domain_mixing``, ``class_agreement``,
+    ``adjusted_rand``, ``balance`` (:func:`~ucdir_core.companion.experiments.embedding_diagnostics`)."""
+    t = table
+
+    def pair(col: str, method: str, fmt: str) -> str:
+        return f"{t.loc[method, col]:{fmt}} -> {t.loc[f'{method} + Harmony', col]:{fmt}}"
+
+    trained = max(t.loc["UCDIR full", "domain_mixing"], t.loc["ProtoOT", "domain_mixing"])
+    verdict = "leave the two domains apart" if trained < 0.2 else "mix the two domains"
+    lifts = [m for m in ("UCDIR full", "ProtoOT") if t.loc[f"{m} + Harmony", "P@1"] > t.loc[m, "P@1"]]
+    p1 = ("lifts P@1 for " + " and ".join(lifts)) if lifts else "does not lift P@1 for either method"
+    return (
+        f"**On {domains[0]}/{domains[1]} here, both trained methods {verdict}:** domain mixing "
+        f"{t.loc['UCDIR full', 'domain_mixing']:.3f} after UCDIR `full` and {t.loc['ProtoOT', 'domain_mixing']:.3f} "
+        f"after ProtoOT ({t.loc['before', 'domain_mixing']:.3f} before training; 0 = apart, 1 = mixed). "
+        f"Harmony, fitted without labels on each run's training embeddings with the domain as the batch "
+        f"variable, moves domain mixing {pair('domain_mixing', 'UCDIR full', '.3f')} (UCDIR) and "
+        f"{pair('domain_mixing', 'ProtoOT', '.3f')} (ProtoOT). It {p1}: mean P@1 "
+        f"{pair('P@1', 'UCDIR full', '.1f')} and {pair('P@1', 'ProtoOT', '.1f')}, mAP "
+        f"{pair('mAP', 'UCDIR full', '.1f')} and {pair('mAP', 'ProtoOT', '.1f')}. Clusters of both domains found "
+        f"without labels (k-means, K = the number of classes) hold the two domains with balance "
+        f"{pair('balance', 'UCDIR full', '.2f')} and {pair('balance', 'ProtoOT', '.2f')} (1 = in proportion) and "
+        f"match the classes with an adjusted Rand index of {pair('adjusted_rand', 'UCDIR full', '.2f')} and "
+        f"{pair('adjusted_rand', 'ProtoOT', '.2f')}: how well the classes are found without labels, not the "
+        f"domain offset alone, bounds what alignment can add to P@1.")
+
+
+def alignment_settings(params) -> str:
+    """The alignment stage's settings in words (``AlignmentParams``), for a provenance line."""
+    if params.alignment != "harmony":
+        return f"alignment {params.alignment}"
+    return (f"Harmony's settings: theta {params.harmony_theta:g}, {params.harmony_clusters} clusters, "
+            f"{params.harmony_pcs} principal components, seed {params.harmony_seed}")

@@ -55,6 +55,38 @@ def _agreement(nn: np.ndarray, y: np.ndarray) -> float:
     return float(100 * (y[nn] == y[:, None]).mean())
 
 
+def class_discovery(emb_a: np.ndarray, emb_b: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray, k: int,
+                    seed: int = 0) -> dict[str, float]:
+    """How well unsupervised clusters of both domains together find the classes: k-means (faiss,
+    ``k`` clusters, the best of 5 starts, on both domains' embeddings pooled, no label) scored by
+    the adjusted Rand index against the classes (labels read here only), and how evenly its
+    clusters hold both domains.
+
+    - ``adjusted_rand``: scikit-learn's adjusted Rand index of clusters vs classes (1 = the
+      classes exactly, about 0 = chance).
+    - ``balance``: per cluster, ``min(share_A, share_B) / max(share_A, share_B)`` of its images'
+      domains, each share relative to its domain's size; averaged over clusters weighted by size
+      (1 = every cluster holds both domains in proportion, 0 = every cluster is one domain).
+
+    Shape:
+        emb_a: (N_a, d); emb_b: (N_b, d); labels_a: (N_a,); labels_b: (N_b,).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    x = np.concatenate([unit_rows(_numpy(emb_a)), unit_rows(_numpy(emb_b))]).astype(np.float32)
+    n_a = len(emb_a)
+    assign, _, _ = kmeans(x, k, seed=seed, niter=20, nredo=5)  # the best of 5 starts (lowest inertia)
+    ari = float(adjusted_rand_score(np.r_[labels_a, labels_b], assign))
+    balance, total = 0.0, 0
+    for c in range(k):
+        members = assign == c
+        share_a, share_b = members[:n_a].sum() / n_a, members[n_a:].sum() / (len(x) - n_a)
+        if members.any():
+            balance += members.sum() * min(share_a, share_b) / max(share_a, share_b)
+            total += int(members.sum())
+    return {"adjusted_rand": ari, "balance": float(balance / total)}
+
+
 def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
     """UMAP to 2-D with cosine distance. Shape: (N, d) -> (N, 2)."""
     import umap

@@ -21,6 +21,7 @@ from ucdir_core.data.loader import epoch_batch_size
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import SplitImages, load_split_images
 from ucdir_core.evaluation.embedding import embed
+from ucdir_core.method.params import TITLES
 from ucdir_core.models.encoders import Encoder, init_head_pca
 from ucdir_core.training import runs
 from ucdir_core.training.trainer import Trainer
@@ -54,12 +55,17 @@ def build_parts(cfg: RunConfig, run_dir: str | Path | None = None, progress: boo
     images = load_split_images(cfg, split, manifest, allow_unmatched_classes=allow_unmatched_classes, log=log,
                                before_writing=lambda imgs: epoch_batch_size(cfg, max(len(s.train) for s in imgs)
                                                                             // D.world_size()))
+    log(f"{sum(len(s.train) for s in images)} training images; recording the dataset's files (size and digest)")
     identity = dataset_identity(images, resolve_root(cfg))
+    if cfg.trunk_blocks is not None:
+        log(f"caching {cfg.cached_views} augmented views of every image through the frozen trunk (computed once, "
+            "then read back from the view cache)")
     inputs = build_inputs(cfg, images, progress)
     seed_model_init(cfg.seed)
     encoder = Encoder(inputs.module, inputs.dim, cfg.feature_dim, cfg.mlp, freeze_backbone=cfg.trainable == "head",
                       freeze_bn=cfg.freeze_bn)
     if cfg.head_init == "pca" and init_head:
+        log("initialising the projection head with the principal components of the backbone's features")
         device = select_device(cfg.device)
         feats = [embed(encoder.backbone.to(device), d.train_eval, device, cfg.eval_batch_size, cfg.workers)
                  for d in inputs.domains]
@@ -103,5 +109,8 @@ def _train(cfg: RunConfig, run_dir: str | Path, resume: bool, progress: bool, al
             old, new = saved.flat(resolved=True), cfg.flat(resolved=True)
             log("resuming with " + ", ".join(f"{k} {old[k]} -> {new[k]}" for k in changed))
     resuming = resume and run.has_checkpoint()  # weights come from last.pt (or prev.pt)
+    log(f"{'resuming' if resuming else 'training'} {TITLES.get(cfg.method, cfg.method)} on {cfg.domains[0]} and "
+        f"{cfg.domains[1]} of {cfg.root or 'the embedded ' + cfg.dataset} (split {cfg.split}), {cfg.epochs} epochs, "
+        f"{cfg.backbone} at {cfg.image_size} px, into {run.path}")
     trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
     return trainer.fit(resume=resume, command=command)

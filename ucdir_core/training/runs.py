@@ -380,11 +380,32 @@ def summarize(history: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def format_row(row: dict[str, Any]) -> str:
-    """One log line of a history row: epoch, lr, total loss, each direction's metrics, seconds."""
+def format_row(row: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """One log line of a history row: epoch, lr, total loss, each direction's metrics, seconds; and
+    the loss terms that switch on at this epoch (weighted above 0 now, 0 in ``previous``), which
+    is why the total loss can jump."""
     parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.2e}", f"loss {row.get('loss_total', float('nan')):.4f}"]
     if "eval" in row:
         for direction, m in row["eval"].items():
             parts.append(f"{direction} " + " ".join(f"{k} {v:.1f}" for k, v in m.items()))
     parts.append(f"{row['wall_seconds']:.1f}s")
+    if previous is not None:
+        on = [k[2:] for k, v in row.items() if k.startswith("w_") and v > 0 and not previous.get(k, 0) > 0]
+        if on:
+            parts.append("switched on: " + ", ".join(on))
     return " | ".join(parts)
+
+
+def closing_lines(run_dir: Path, untrained: dict[str, dict[str, float]] | None, summary: dict[str, Any]) -> list[str]:
+    """The end of a training run in a few lines: where it was saved, each direction's last epoch
+    against the untrained model (P@1 and mAP), and the commands to run next."""
+    last = summary.get("last", {})
+    lines = [f"run saved in {run_dir} (last epoch {last.get('epoch')}; summary.json, history.jsonl, last.pt, best.pt)"]
+    for direction, m in last.get("eval", {}).items():
+        before = (untrained or {}).get(direction, {})
+        change = "  ".join(f"{k} {before[k]:.1f} -> {m[k]:.1f} ({m[k] - before[k]:+.1f})" if k in before else
+                           f"{k} {m[k]:.1f}" for k in ("P@1", "mAP") if k in m)
+        lines.append(f"  {direction}: untrained -> last epoch: {change}")
+    lines += ["next: ucdir evaluate " + str(run_dir) + "              (P@k and mAP; --which best, --align harmony)",
+              "      ucdir retrieve " + str(run_dir) + " QUERY.jpg    (the top-k images of the other domain)"]
+    return lines

@@ -222,7 +222,7 @@ class Trainer:
             if D.is_main():  # one process writes the run folder; the checkpoint holds the rows too
                 self.run.save_last(self.state())
                 self.run.append_history(row)
-                self.log(runs.format_row(row))
+                self.log(runs.format_row(row, self.rows[-2] if len(self.rows) > 1 else None))
             D.barrier()
         history = self.run.history()
         if D.is_main():
