@@ -7,7 +7,7 @@ DATA ?= digits
 PARAMS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: install reproduce reports-pacs lab test test-unit smoke notebooks figures bench-pacs bench-scale bench-reproduce clean
+.PHONY: install reproduce reports-pacs lab test test-unit smoke notebooks figures bench-pacs bench-scale bench-reproduce clean clean-cache
 
 install: $(VENV)/.installed
 
@@ -63,3 +63,7 @@ bench-scale: install
 clean:
 	rm -rf runs .pytest_cache
 	if [ -d reports ]; then find reports -mindepth 1 -maxdepth 1 ! -name pacs -exec rm -rf {} +; fi
+
+## Removes the data home ($UCDIR_DATA, default ~/.cache/ucdir): built digits, downloaded benchmarks, the view cache.
+clean-cache:
+	rm -rf "$${UCDIR_DATA:-$$HOME/.cache/ucdir}"

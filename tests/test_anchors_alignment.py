@@ -1,4 +1,4 @@
-"""Anchor rows (baseline, centered, oracle), alignment diagnostics, and the two input pipelines."""
+"""Anchor rows (baseline, centred, oracle), alignment diagnostics, and the two input pipelines."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.evaluation.alignment import alignment_diagnostics, prototype_spread
-from ucdir_core.evaluation.anchors import anchor_embeddings, centered, oracle
+from ucdir_core.evaluation.anchors import anchor_embeddings, centred, oracle
 from ucdir_core.evaluation.metrics import retrieval_metrics
 
 
@@ -26,22 +26,22 @@ def _two_domains(seed=0, n=40, d=16, shift=5.0, across_classes=False):
     return DomainPair(a, b), DomainPair(y, y)
 
 
-def test_centered_subtracts_each_domains_training_mean_and_normalises():
+def test_centred_subtracts_each_domains_training_mean_and_normalises():
     train = DomainPair(np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 2.0], [0.0, 4.0]]))
     test = DomainPair(np.array([[4.0, 1.0]]), np.array([[1.0, 3.0]]))
-    out = centered(train, test)
+    out = centred(train, test)
     np.testing.assert_allclose(out.a, [[2 / np.sqrt(5), 1 / np.sqrt(5)]], rtol=1e-6)
     np.testing.assert_allclose(out.b, [[1.0, 0.0]], rtol=1e-6)
 
 
-def test_centering_removes_a_domain_offset_that_hurts_the_raw_features():
+def test_centring_removes_a_domain_offset_that_hurts_the_raw_features():
     feats, labels = _two_domains(across_classes=True)
     anchors = anchor_embeddings(feats, labels, feats)
     p1 = {name: retrieval_metrics(e.a, labels.a, e.b, labels.b, (1,), with_map=False)["P@1"]
           for name, e in anchors.items()}
-    assert p1["centered"] == 100.0 and p1["oracle"] > p1["baseline"]
+    assert p1["centred"] == 100.0 and p1["oracle"] > p1["baseline"]
     assert p1["baseline"] < 90  # the offset hides the classes from raw cosine
-    assert set(anchors) == {"baseline", "centered", "oracle"}
+    assert set(anchors) == {"baseline", "centred", "oracle"}
     for e in anchors.values():
         np.testing.assert_allclose(np.linalg.norm(e.a, axis=1), 1.0, rtol=1e-5)
 
@@ -67,7 +67,7 @@ def test_alignment_diagnostics_names_every_combination_and_sees_the_gap():
     apart = feats.map(unit)
     diag = alignment_diagnostics(apart, labels, apart, ("p", "s"), num_clusters=2)
     assert set(diag["prototype_spread"]) == {"p->p", "p->s", "s->p", "s->s"}
-    mixed = centered(feats, feats)
+    mixed = centred(feats, feats)
     diag_mixed = alignment_diagnostics(mixed, labels, mixed, ("p", "s"), num_clusters=2)
     assert diag["domain_mixing"] < 0.1 < diag_mixed["domain_mixing"]
     assert diag_mixed["class_agreement"] > 95

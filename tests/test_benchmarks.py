@@ -83,12 +83,12 @@ def test_means_table_shows_the_share_of_the_gap_each_row_closes():
         return {"a->b": {"P@1": p1, "P@5": 0.0, "P@15": 0.0, "mAP": m}}
 
     res = {"seed": 0, "results": {"full": {"oracle": rows(90.0, 80.0), "full": rows(60.0, 40.0),
-                                           "baseline": rows(50.0, 30.0), "centered": rows(52.0, 31.0)}}}
+                                           "baseline": rows(50.0, 30.0), "centred": rows(52.0, 31.0)}}}
     text = means_table(res)
     assert "gap closed" in text
     assert "| full | 60.0 | 0.0 | 0.0 | 40.0 | 25 % / 20 % |" in text
     order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "method" not in line]
-    assert order == ["baseline", "centered", "full", "oracle"]
+    assert order == ["baseline", "centred", "full", "oracle"]
 
 
 def test_end_to_end_config_keeps_the_paper_path_and_its_phase_proportions():
@@ -199,3 +199,12 @@ def test_the_results_document_shows_the_recorded_protoot_trials_and_the_readme_l
     doc = json.loads((root / "results" / "protoot_trials.json").read_text())
     assert trials_table(doc) in (root / "docs" / "results.md").read_text()
     assert "docs/results.md#protoot-trials-on-the-tuning-pairs" in (root / "README.md").read_text()
+
+
+def test_the_readme_answer_is_computed_from_the_results_file():
+    """Every number of the README's answer paragraph comes from results/pacs.json (it cannot drift)."""
+    from benchmarks.pacs import answer_paragraph
+
+    root = Path(__file__).resolve().parents[1]
+    text = answer_paragraph(json.loads((root / "results" / "pacs.json").read_text()))
+    assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())

@@ -323,3 +323,26 @@ def test_a_newline_in_a_file_name_cannot_split_a_printed_line(tmp_path, capsys):
     assert line == f"ucdir: error: query image not found: {missing!r}"
     line = one_error_line(capsys, main(["data", "check", no_root]))
     assert line == f"ucdir: error: dataset root not found: {no_root!r}"
+
+
+# ----------------------------------------------------------------------------- 5. a failed start leaves nothing
+@pytest.mark.parametrize("case", ["backbone", "config", "schedule", "device", "data"])
+def test_every_refusal_at_start_names_the_fix_and_leaves_no_run_folder(tmp_path, capsys, case):
+    root = folder(tmp_path)
+    run = tmp_path / "run"
+    base = ["train", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run), "--quiet"]
+    extra, expected = {
+        # the folder preset freezes a trunk that a small CNN does not have
+        "backbone": (["--backbone", "small_cnn"], "pass --set trunk_blocks=None to train it end to end"),
+        "config": (["--set", "momentum=2"], "momentum must be in [0, 1), got 2.0"),
+        "schedule": (["--backbone", "small_cnn", "--set", "trunk_blocks=None", "--epochs", "1"],
+                     "cluster_contrastive is weighted 1 but never switches on in 1 epoch(s)"),
+        "device": (["--device", "cuda:7"], "cuda"),
+        "data": (["--domains", "A", "C"], "C"),
+    }[case]
+    if case == "data":
+        base = base[:3] + ["--domains", "A", "C"] + base[6:]
+        extra = []
+    line = one_error_line(capsys, main(base + extra))
+    assert expected in line, line
+    assert not run.exists()  # no manifest, split, lock or folder left: the same command may run again

@@ -455,5 +455,17 @@ def test_ablation_over_directions_from_a_results_file():
     fig, caption = R.ablation_over_directions(res)
     assert len(fig.axes) == 4
     assert "all 12 retrieval directions" in caption and "seed 1" in caption and "oracle" in caption
-    assert "centered" not in caption  # only the anchors the file has
+    assert "centred" not in caption  # only the anchors the file has
     plt.close(fig)
+
+
+def test_a_results_file_written_before_the_anchor_was_renamed_reads_under_the_new_name(tmp_path):
+    from ucdir_core.companion.results import read_results
+
+    row = {"a->b": {"P@1": 1.0}}
+    old = {"results": {"full": {"centered": row}}, "alignment": {"full": {"centered": {}}},
+           "seeds": {"1": {"full": {"centered": row}}}}
+    (tmp_path / "r.json").write_text(json.dumps(old))
+    res = read_results(tmp_path / "r.json")
+    assert res["results"]["full"] == {"centred": row} and "centred" in res["alignment"]["full"]
+    assert res["seeds"]["1"]["full"] == {"centred": row}

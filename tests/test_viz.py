@@ -68,8 +68,8 @@ def test_training_curves_says_when_only_some_epochs_are_evaluated():
 
 def _results(anchors=True):
     dirs = [f"{a}->{b}" for a in "pqrs" for b in "pqrs" if a != b]  # 12 directions
-    methods = ["baseline", "instance", "full"] + (["centered", "oracle"] if anchors else [])
-    level = {"baseline": 40, "instance": 50, "full": 55, "centered": 35, "oracle": 80}
+    methods = ["baseline", "instance", "full"] + (["centred", "oracle"] if anchors else [])
+    level = {"baseline": 40, "instance": 50, "full": 55, "centred": 35, "oracle": 80}
     rng = np.random.default_rng(0)
     return {split: {m: {d: {"P@1": level[m] + rng.normal(), "mAP": level[m] - 10 + rng.normal()} for d in dirs}
                     for m in methods} for split in ("full", "heldout")}
@@ -86,8 +86,8 @@ def test_ablation_directions_panels_points_and_anchor_lines():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "instance", "full"]
     anchors = [ln for ln in ax.get_lines() if ln.get_linestyle() in (":", "-.") and len(set(ln.get_ydata())) == 1
                and ln.get_xdata()[0] == 0 and ln.get_xdata()[1] == 1]
-    assert len(anchors) == 2  # centered below, oracle above
-    assert {t.get_text().split()[0] for t in ax.texts} == {"centered", "oracle"}
+    assert len(anchors) == 2  # centred below, oracle above
+    assert {t.get_text().split()[0] for t in ax.texts} == {"centred", "oracle"}
     assert any(ln.get_marker() == "D" for ln in ax.get_lines())  # the second seed, full split only
     assert not any(ln.get_marker() == "D" for ln in fig.axes[2].get_lines())
     plt.close(fig)

@@ -8,7 +8,7 @@ back without pickle.
 
 - ``none``: the identity (unit rows).
 - ``centred``: each domain's training mean; a new embedding of domain ``d`` minus that mean, then
-  unit rows (as :func:`ucdir_core.evaluation.anchors.centered`).
+  unit rows (as :func:`ucdir_core.evaluation.anchors.centred`).
 - ``harmony``: Harmony (Korsunsky et al., "Fast, sensitive and accurate integration of single-cell
   data with Harmony", Nature Methods 16, 1289-1296, 2019), fitted with ``harmonypy`` (>= 2.1, the
   C++ port of the R "harmony2" algorithm) on the principal components of both domains'

@@ -151,7 +151,7 @@ def baseline_report(cfg: RunConfig, progress: bool = False) -> tuple[dict, Domai
 
 
 def anchor_rows(cfg: RunConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Retrieval reports and alignment of the three anchors (``baseline``, ``centered``, ``oracle``,
+    """Retrieval reports and alignment of the three anchors (``baseline``, ``centred``, ``oracle``,
     :mod:`ucdir_core.evaluation.anchors`) on the evaluated images of ``cfg``'s pair and split.
 
     Returns:

@@ -192,7 +192,7 @@ def umap_panels(panels: Mapping[str, np.ndarray], domain: np.ndarray, labels: np
 def ablation_directions(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
                         methods: Sequence[str], metrics: Sequence[str] = ("P@1", "mAP"),
                         seeds: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]] | None = None,
-                        anchors: Sequence[str] = ("centered", "oracle")):
+                        anchors: Sequence[str] = ("centred", "oracle")):
     """The ablation over every retrieval direction: one row of panels per split, one column per
     metric.
 

@@ -14,10 +14,30 @@ from ucdir_core.method.params import ROWS
 from ucdir_core.training import runs
 
 
+#: table rows renamed since results files were written; a file written before is read under the new names
+LEGACY_ROWS = {"centered": "centred"}
+
+
+def read_results(path: str | Path) -> dict:
+    """A benchmark's results file, its rows written under old names (:data:`LEGACY_ROWS`) renamed."""
+    res = json.loads(Path(path).read_text())
+
+    def renamed(split: Any) -> Any:
+        return {LEGACY_ROWS.get(k, k): v for k, v in split.items()} if isinstance(split, dict) else split
+
+    for part in ("results", "alignment"):
+        if isinstance(res.get(part), dict):
+            res[part] = {split: renamed(rows) for split, rows in res[part].items()}
+    if isinstance(res.get("seeds"), dict):
+        res["seeds"] = {seed: {split: renamed(rows) for split, rows in other.items()}
+                        for seed, other in res["seeds"].items()}
+    return res
+
+
 def load_results(dataset: str) -> dict | None:
     """The dataset's benchmark results (``results/<dataset>.json``), or None when there are none."""
     path = results_path(dataset)
-    return json.loads(path.read_text()) if path is not None else None
+    return read_results(path) if path is not None else None
 
 
 def ablation_histories(runs_dir: str | Path, cfg, methods: Sequence[str] | None = None) -> dict[str, list[dict]]:

@@ -73,7 +73,7 @@ def tables_from_results(path: str | Path):
     res = json.loads(Path(path).read_text())
     cfg = res.get("config", {})
     out = {}
-    order = ["baseline", "centered", *ROWS, "oracle"]  # the anchors below and above the methods
+    order = ["baseline", "centred", *ROWS, "oracle"]  # the anchors below and above the methods
     for split, methods in res["results"].items():
         rows = {}
         for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
@@ -83,8 +83,8 @@ def tables_from_results(path: str | Path):
         setting = res.get("regime") or (f"backbone {cfg.get('backbone')}, {cfg.get('image_size')} px, "
                                         f"{cfg.get('epochs')} epochs, last epoch")
         protocol = f"Protocol: {res.get('dataset', 'pacs')}, split {split}, seed {res.get('seed')}; {setting}"
-        if "centered" in methods or "oracle" in methods:
-            protocol += ("; anchors from the untrained features: centered = each domain's mean removed (no "
+        if "centred" in methods or "oracle" in methods:
+            protocol += ("; anchors from the untrained features: centred = each domain's mean removed (no "
                          "labels), oracle = LDA fitted with the class labels (a ceiling, not a method)")
         out[f"{res.get('dataset', 'pacs')}, split {split}"] = (protocol, rows)
     return out

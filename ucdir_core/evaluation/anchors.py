@@ -4,7 +4,7 @@ Three embeddings of the same evaluated images, all from the pretrained backbone'
 (no training step):
 
 - ``baseline``: the features as they are.
-- ``centered``: each domain's features minus the mean of that domain's *training* images, then
+- ``centred``: each domain's features minus the mean of that domain's *training* images, then
   L2-normalised. The trivial, label-free domain alignment: it needs nothing but the domain of each
   image, which UCDIR also knows.
 - ``oracle``: a linear map fitted with the class labels of both domains' training images
@@ -23,12 +23,12 @@ from ucdir_core.base.arrays import unit_rows
 from ucdir_core.base.pair import DomainPair
 
 #: the anchor rows of every table, lowest first
-ANCHORS = ("baseline", "centered", "oracle")
+ANCHORS = ("baseline", "centred", "oracle")
 #: the anchors that are not the untrained features themselves: reference lines below and above a method
 REFERENCE_ANCHORS = ANCHORS[1:]
 
 
-def centered(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray]) -> DomainPair[np.ndarray]:
+def centred(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray]) -> DomainPair[np.ndarray]:
     """Per-domain mean centring: ``test_d - mean(train_d)``, L2-normalised.
 
     Shape:
@@ -56,5 +56,5 @@ def oracle(train: DomainPair[np.ndarray], train_labels: DomainPair[np.ndarray],
 
 def anchor_embeddings(train: DomainPair[np.ndarray], train_labels: DomainPair[np.ndarray],
                       test: DomainPair[np.ndarray]) -> dict[str, DomainPair[np.ndarray]]:
-    """``{"baseline", "centered", "oracle"}`` -> embeddings of the evaluated images (see the module)."""
-    return {"baseline": test.map(unit_rows), "centered": centered(train, test), "oracle": oracle(train, train_labels, test)}
+    """``{"baseline", "centred", "oracle"}`` -> embeddings of the evaluated images (see the module)."""
+    return {"baseline": test.map(unit_rows), "centred": centred(train, test), "oracle": oracle(train, train_labels, test)}

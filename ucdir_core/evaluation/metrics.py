@@ -50,7 +50,7 @@ def _class_counts(ql: Tensor, gl: Tensor) -> Tensor:
 
 
 _SORT_CHUNK = 1 << 19  # scores per task of the CPU sort (rows of one block, a few MiB)
-_SORT_GROUP = 1 << 22  # with mAP, blocks of one class are sorted together up to this many scores (16 MiB)
+_SORT_GROUP = 1 << 24  # with mAP, blocks whose similarities are computed, then sorted, together (64 MiB)
 
 
 def _rank_keys(x: ArrayLike, start: int, end: int, wide: bool) -> ArrayLike:
@@ -132,16 +132,25 @@ def _ranked_rows(sims: Tensor, start: int, end: int, kcs: Sequence[int] = (), po
         sims: (B, m), float32, with ``0 <= start < end <= m`` -> ap (B,) float64, hits (B, len(kcs))
         int64, split (B,) bool.
     """
-    n, m = sims.shape
-    if sims.device.type != "cpu":
-        return _ranked_rows_torch(sims, start, end, kcs, wide)
-    n_parts = -(-n * m // _SORT_CHUNK)
-    if pool is not None:
-        n_parts = -(-n_parts // threads) * threads  # a whole number of parts per thread
-    parts = np.array_split(sims.numpy(), min(n_parts, n))  # views of consecutive rows
-    args = [start] * len(parts), [end] * len(parts), [kcs] * len(parts), [wide] * len(parts)
-    done = list((map if pool is None else pool.map)(_ranked_rows_numpy, parts, *args))
-    return tuple(torch.from_numpy(np.concatenate([d[i] for d in done])) for i in range(3))
+    return _ranked_blocks([(sims, start, end, kcs)], pool, threads, wide)[0]
+
+
+def _ranked_blocks(blocks: Sequence[tuple[Tensor, int, int, Sequence[int]]], pool: ThreadPoolExecutor | None = None,
+                   threads: int = 1, wide: bool | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """:func:`_ranked_rows` of several blocks ``(sims, start, end, kcs)`` at once: on the CPU their
+    parts all go to the pool together, at least ``threads`` parts in all."""
+    if not blocks or blocks[0][0].device.type != "cpu":
+        return [_ranked_rows_torch(sims, start, end, kcs, wide) for sims, start, end, kcs in blocks]
+    total = sum(sims.numel() for sims, *_ in blocks)
+    tasks, owner = [], []
+    for i, (sims, start, end, kcs) in enumerate(blocks):
+        n_parts = max(-(-sims.numel() // _SORT_CHUNK), -(-threads * sims.numel() // total))
+        for part in np.array_split(sims.numpy(), min(n_parts, sims.shape[0])):  # views of consecutive rows
+            tasks.append((part, start, end, kcs, wide))
+            owner.append(i)
+    done = list((map if pool is None else pool.map)(lambda task: _ranked_rows_numpy(*task), tasks))
+    return [tuple(torch.from_numpy(np.concatenate([d[j] for d, o in zip(done, owner) if o == i])) for j in range(3))
+            for i in range(len(blocks))]
 
 
 def retrieval_metrics(
@@ -218,9 +227,6 @@ def _class_blocks(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike,
     g_sorted = g[torch.argsort(gl, stable=True)]  # relevant items of class c: offsets[c]:offsets[c + 1]
     kmax = min(max(ks), g.shape[0]) if ks else 0
     threads = torch.get_num_threads() if with_map and q.device.type == "cpu" else 1
-    # with mAP on the CPU, a whole number of blocks, up to _SORT_GROUP scores, are sorted at once: the
-    # thread pool then starts fewer times (each start finds a core busy with torch's idle threads)
-    group = max(1, _SORT_GROUP // g.shape[0] // block_size) * block_size if threads > 1 else block_size
     # |cosine| < 1.5, from Cauchy-Schwarz with the product's rounding, keeps the rank keys in int32
     wide = not float(q.norm(dim=1).max() * g.norm(dim=1).max()) * (1 + q.shape[1] * 2.0 ** -23) < 1.5
 
@@ -228,31 +234,42 @@ def _class_blocks(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike,
         top = sims.topk(kmax, dim=1).indices
         return ((top >= start) & (top < end)).long().cumsum(dim=1)
 
-    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+    def blocks() -> Iterator[tuple[Tensor, int, int, list[int]]]:  # (rows, start, end, kcs)
         for c in torch.unique(ql).tolist():
             start, end = offsets[c], offsets[c + 1]
             if end == start:
                 continue  # class absent from the gallery: this query counts nowhere
             rows = (ql == c).nonzero().view(-1)
             kcs = sorted({min(k, end - start) for k in ks})
-            for b in range(0, rows.numel(), group):
-                sims = torch.empty(min(group, rows.numel() - b), g.shape[0], device=q.device)  # B x m
-                for i in range(0, sims.shape[0], block_size):
-                    torch.matmul(q[rows[b + i:b + i + block_size]], g_sorted.t(), out=sims[i:i + block_size])
-                ap, hits = None, {}
-                if with_map:
-                    ap, hits, split = _ranked_rows(sims, start, end, kcs, pool, threads, wide)
+            for b in range(0, rows.numel(), block_size):
+                yield rows[b:b + block_size], start, end, kcs
+
+    if not with_map:
+        for rows, start, end, kcs in blocks():
+            found = top_k_hits(q[rows] @ g_sorted.t(), start, end) if kcs else None  # B x m similarities
+            yield _Block(rows, {k: found[:, k - 1] for k in kcs}, None, start, end)
+        return
+    # With mAP, the similarities of consecutive blocks, up to _SORT_GROUP scores, are computed first and
+    # then sorted together: torch's threads, idle once a product is done, hold a core for a while
+    # (OpenMP's spin-wait) that the sort would otherwise wait for, once per group instead of per block.
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        group, size = [], 0
+        for item in [*blocks(), None]:
+            if group and (item is None or size + item[0].numel() * g.shape[0] > _SORT_GROUP):
+                sims = [q[rows] @ g_sorted.t() for rows, *_ in group]  # B x m each
+                ranked = _ranked_blocks([(s, *rest) for s, (_, *rest) in zip(sims, group)], pool, threads, wide)
+                for (rows, start, end, kcs), s, (ap, hits, split) in zip(group, sims, ranked):
                     # a top-k where the sort leaves the top k open (or where scores may be NaN)
                     tied = (torch.ones_like(split) if wide else split).nonzero().view(-1)
                     if kcs and tied.numel():
-                        top = top_k_hits(sims[tied.to(sims.device)], start, end)[:, [k - 1 for k in kcs]]
+                        top = top_k_hits(s[tied.to(s.device)], start, end)[:, [k - 1 for k in kcs]]
                         hits[tied] = top.to(hits.device)
-                    hits = dict(zip(kcs, hits.unbind(1)))
-                elif kcs:
-                    found = top_k_hits(sims, start, end)
-                    hits = {k: found[:, k - 1] for k in kcs}
-                del sims  # one block's similarities alive at a time
-                yield _Block(rows[b:b + group], hits, ap, start, end)
+                    yield _Block(rows, dict(zip(kcs, hits.unbind(1))), ap, start, end)
+                del sims, ranked  # one group's similarities alive at a time
+                group, size = [], 0
+            if item is not None:
+                group.append(item)
+                size += item[0].numel() * g.shape[0]
 
 
 def per_query_precision(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike, gallery_labels: ArrayLike,

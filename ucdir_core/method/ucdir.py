@@ -86,7 +86,7 @@ def centred_assignment_inputs(q: DomainPair[Tensor], banks: DomainPair[Tensor], 
     its whole domain, whatever its class, so self-entropy and distance-of-distance act on a
     degenerate assignment. Removing each domain's mean first (the bank's mean: no labels, no
     gradient) compares the two domains' class structures instead of their offset, as the
-    ``centered`` anchor does for retrieval.
+    ``centred`` anchor does for retrieval.
 
     Shape:
         q: pair of (n, d); banks: pair of (N_d, d); prototypes: pair of (K, d)
