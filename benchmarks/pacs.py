@@ -4,12 +4,12 @@ and one run of the paper's end-to-end code path, on 2 CPU cores.
 
     python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json
     python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
-    python -m benchmarks.pacs --methods protoot protoot_in_domain --no-end-to-end   # add rows to the file
+    python -m benchmarks.pacs --rows protoot protoot_in_domain --no-end-to-end   # add rows to the file
 
-Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; docs/results.md, "PACS benchmark"). Every method of
+Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; docs/results.md, "PACS benchmark"). Every row of
 a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Rows
 ``baseline``, ``centred`` and ``oracle`` are the anchors (:mod:`ucdir_core.evaluation.anchors`), computed from
-the same untrained features of the same evaluated images. ``alignment[split][method]["a-b"]``
+the same untrained features of the same evaluated images. ``alignment[split][row]["a-b"]``
 holds domain mixing and class agreement of every row. Second seeds (``seeds``): ``instance``,
 ``full`` and ``protoot``, full split. ``end_to_end`` is the paper's code path
 (:func:`end_to_end_config`). Results are written after every run, and a rerun skips finished
@@ -39,7 +39,7 @@ from ucdir_core.config.run import RunConfig, config_differences
 from ucdir_core.evaluation.anchors import ANCHORS
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-METHODS = (*ANCHORS, *ROWS)
+BENCH_ROWS = (*ANCHORS, *ROWS)  # every row the benchmark can compute
 TABLE_ORDER = ("baseline", "centred", *ROWS, "oracle")  # rows of the tables, the ceiling last
 SEEDED = ("instance", "full", "protoot")  # rows repeated with a second seed
 
@@ -92,12 +92,12 @@ def row_run_config(cfg: RunConfig, row: str) -> RunConfig:
     return row_config(cfg, row)
 
 
-def run_method(cfg, method: str, runs: Path) -> tuple[dict, dict, float]:
-    """Per-direction metrics of one trained method on one pair (last epoch), its alignment
+def run_row(cfg, row: str, runs: Path) -> tuple[dict, dict, float]:
+    """Per-direction metrics of one trained table row on one pair (last epoch), its alignment
     (domain mixing, class agreement and prototype spread of the last evaluated epoch), and the
     run's training time (the sum of its epochs' wall times, also when it was read back)."""
-    run_dir = runs / C.run_name(cfg, method)
-    history = C.train_or_load(row_run_config(cfg, method), run_dir, progress=False)
+    run_dir = runs / C.run_name(cfg, row)
+    history = C.train_or_load(row_run_config(cfg, row), run_dir, progress=False)
     last = [r for r in history if "eval" in r][-1]
     return last["eval"], last.get("alignment", {}), float(sum(r.get("wall_seconds", 0.0) for r in history))
 
@@ -138,23 +138,23 @@ def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), ep
         kmeans_restarts=1)
 
 
-def run_end_to_end(cfg: RunConfig, runs: Path, methods=("baseline", "instance", "full")) -> dict:
-    """``{"pair", "config", "results": {method: {direction: metrics}}, "alignment", "wall_seconds"}``
+def run_end_to_end(cfg: RunConfig, runs: Path, rows=("baseline", "instance", "full")) -> dict:
+    """``{"pair", "config", "results": {row: {direction: metrics}}, "alignment", "wall_seconds"}``
     of the end-to-end runs (last epoch); ``wall_seconds``: the baseline's time plus the runs' own
     epoch times (so that reading finished runs back does not change it)."""
     out = {"pair": list(cfg.domains), "config": cfg.to_dict(), "results": {}, "alignment": {}, "wall_seconds": 0.0}
-    for method in methods:
-        if method == "baseline":
+    for row in rows:
+        if row == "baseline":
             t0 = time.time()
             reports, alignment = C.anchor_rows(cfg)
             out["results"]["baseline"], out["alignment"]["baseline"] = reports["baseline"], alignment["baseline"]
             out["wall_seconds"] += time.time() - t0
             continue
-        report, alignment, seconds = run_method(cfg, method, runs / "end_to_end")
+        report, alignment, seconds = run_row(cfg, row, runs / "end_to_end")
         out["wall_seconds"] += seconds
-        out["results"][method] = report
-        out["alignment"][method] = {k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
-        print(f"end to end {'-'.join(cfg.domains)} {method}: {C.mean_over_directions(report)}", flush=True)
+        out["results"][row] = report
+        out["alignment"][row] = {k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
+        print(f"end to end {'-'.join(cfg.domains)} {row}: {C.mean_over_directions(report)}", flush=True)
     return out
 
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", default=["full", "heldout"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="first seed for every row, the others "
                    "for the instance and full rows (default 0 1)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+    p.add_argument("--rows", "--methods", dest="rows", nargs="+", choices=BENCH_ROWS, default=list(BENCH_ROWS),
                    help="rows to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the regime")
     p.add_argument("--end-to-end", action=argparse.BooleanOptionalAction, default=True,
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
         for a, b in pairs:
             cfg = cfg0.replace(domains=(a, b), split=split)
             pair_key = f"{a}-{b}"
-            if any(m in ANCHORS for m in args.methods) and args.seeds:
+            if any(m in ANCHORS for m in args.rows) and args.seeds:
                 t = time.time()
                 reports, alignment = C.anchor_rows(cfg.replace(seed=args.seeds[0]))
                 for anchor in ANCHORS:
@@ -235,19 +235,19 @@ def main(argv=None) -> int:
                     f"{n} P@1 {C.mean_over_directions(r)['P@1']:.1f}" for n, r in reports.items())
                     + f" ({time.time() - t:.0f} s)", flush=True)
             for seed in args.seeds:
-                for method in args.methods:
-                    if method in ANCHORS or (seed != args.seeds[0] and (method not in SEEDED or split != "full")):
+                for row in args.rows:
+                    if row in ANCHORS or (seed != args.seeds[0] and (row not in SEEDED or split != "full")):
                         continue  # second seeds: instance and full rows, full split
                     t = time.time()
-                    report, alignment, _ = run_method(cfg.replace(seed=seed), method, Path(args.runs))
+                    report, alignment, _ = run_row(cfg.replace(seed=seed), row, Path(args.runs))
                     bucket = res["results"] if seed == args.seeds[0] else res["seeds"].setdefault(str(seed), {})
-                    bucket.setdefault(split, {}).setdefault(method, {}).update(report)
+                    bucket.setdefault(split, {}).setdefault(row, {}).update(report)
                     if seed == args.seeds[0]:
-                        res["alignment"].setdefault(split, {}).setdefault(method, {})[pair_key] = {
+                        res["alignment"].setdefault(split, {}).setdefault(row, {})[pair_key] = {
                             k: alignment[k] for k in ("domain_mixing", "class_agreement") if k in alignment}
                     save()
                     mean = C.mean_over_directions(report)
-                    print(f"{split} {a}-{b} {method} seed {seed}: P@1 {mean['P@1']:.1f} mAP {mean['mAP']:.1f} "
+                    print(f"{split} {a}-{b} {row} seed {seed}: P@1 {mean['P@1']:.1f} mAP {mean['mAP']:.1f} "
                           f"({time.time() - t:.0f} s; total {res['wall_seconds'] / 60:.1f} min)", flush=True)
     if args.end_to_end or args.end_to_end_only:
         e2e = end_to_end_config(args.root, tuple(args.end_to_end_pair), args.end_to_end_epochs,
@@ -277,28 +277,28 @@ def means_table(res: dict, pairs: list[tuple[str, str]] | None = None) -> str:
     each split and method, and the share of the baseline -> oracle gap in P@1 and mAP that each
     row closes (when both anchors are in the results)."""
     lines = []
-    for split, methods in res["results"].items():
-        methods = {m: _directions(d, pairs) for m, d in methods.items()}
-        if not any(methods.values()):
+    for split, rows in res["results"].items():
+        rows = {m: _directions(d, pairs) for m, d in rows.items()}
+        if not any(rows.values()):
             raise ValueError(f"no direction of {pairs} in the results")
-        n_dirs = max(len(d) for d in methods.values())
+        n_dirs = max(len(d) for d in rows.values())
         which = "" if pairs is None else " of " + ", ".join("-".join(p) for p in pairs)
-        gap = "baseline" in methods and "oracle" in methods
+        gap = "baseline" in rows and "oracle" in rows
         lines += [f"**split {split}** (mean over {n_dirs} directions{which}; last epoch; seed {res['seed']})", "",
-                  "| method | P@1 | P@5 | P@15 | mAP |" + (" gap closed, P@1 / mAP |" if gap else ""),
+                  "| row | P@1 | P@5 | P@15 | mAP |" + (" gap closed, P@1 / mAP |" if gap else ""),
                   "|---|---:|---:|---:|---:|" + ("---:|" if gap else "")]
-        for method in sorted(methods, key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
-            dirs = methods[method]
+        for name in sorted(rows, key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
+            dirs = rows[name]
             m = {k: _mean(dirs, k) for k in ("P@1", "P@5", "P@15", "mAP")}
             extra = ""
             for seed, other in res.get("seeds", {}).items():
-                if method in other.get(split, {}):
-                    o = _directions(other[split][method], pairs)
+                if name in other.get(split, {}):
+                    o = _directions(other[split][name], pairs)
                     extra += f" (seed {seed}: P@1 {_mean(o, 'P@1'):.1f}, mAP {_mean(o, 'mAP'):.1f})"
-            row = f"| {method}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |"
+            row = f"| {name}{extra} | {m['P@1']:.1f} | {m['P@5']:.1f} | {m['P@15']:.1f} | {m['mAP']:.1f} |"
             if gap:
-                share = [100 * (m[k] - _mean(methods["baseline"], k)) / (_mean(methods["oracle"], k)
-                                                                       - _mean(methods["baseline"], k))
+                share = [100 * (m[k] - _mean(rows["baseline"], k)) / (_mean(rows["oracle"], k)
+                                                                    - _mean(rows["baseline"], k))
                          for k in ("P@1", "mAP")]
                 row += f" {share[0]:.0f} % / {share[1]:.0f} % |"
             lines.append(row)
@@ -352,7 +352,7 @@ def alignment_table(res: dict) -> str:
     for split, methods in res.get("alignment", {}).items():
         pairs = max(len(v) for v in methods.values())
         lines += [f"**alignment, split {split}** (mean over {pairs} pairs; last epoch; seed {res['seed']})", "",
-                  "| method | domain mixing | class agreement (%) |", "|---|---:|---:|"]
+                  "| row | domain mixing | class agreement (%) |", "|---|---:|---:|"]
         for method in sorted(methods, key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
             rows = [r for r in methods[method].values() if r]  # runs from before alignment was recorded: none
             if not rows:
@@ -374,7 +374,7 @@ def end_to_end_table(res: dict) -> str:
              f"{'frozen' if cfg['freeze_bn'] else 'trained'}, {cfg.get('head_init', 'random')} head; full split; "
              f"last epoch; seed {cfg['seed']}; "
              f"{e2e['wall_seconds'] / 60:.0f} min)", "",
-             "| method | P@1 | P@5 | P@15 | mAP | domain mixing |", "|---|---:|---:|---:|---:|---:|"]
+             "| row | P@1 | P@5 | P@15 | mAP | domain mixing |", "|---|---:|---:|---:|---:|---:|"]
     for method in sorted(e2e["results"], key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
         dirs = e2e["results"][method]
         mix = e2e.get("alignment", {}).get(method, {}).get("domain_mixing", float("nan"))

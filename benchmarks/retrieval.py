@@ -124,6 +124,10 @@ def summary(rows: list[dict]) -> list[str]:
     if both and "seconds" in alone:
         lines.append(f"blocked P@k alone {alone['seconds']:.3f} s: P@k + mAP takes "
                      f"{blocked_row['seconds'] / alone['seconds']:.2f}x the time of P@k alone")
+        extra = blocked_row["seconds"] - alone["seconds"]
+        ref_map = by_impl.get("reference", {}).get("seconds_map")
+        lines.append(f"mAP on top of P@k {extra:.3f} s" + ("" if ref_map is None else
+                     f" (the reference's mAP from its argsorted matrix: {ref_map:.3f} s)"))
     for impl, how in (("reference", "numpy argsort, loop over queries"), ("naive", "torch argsort")):
         r = by_impl.get(impl, {})
         if "seconds" in r:

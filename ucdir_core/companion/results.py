@@ -40,15 +40,15 @@ def load_results(dataset: str) -> dict | None:
     return read_results(path) if path is not None else None
 
 
-def ablation_histories(runs_dir: str | Path, cfg, methods: Sequence[str] | None = None) -> dict[str, list[dict]]:
-    """``{method: history rows}`` of the ablation runs of ``cfg``'s pair found under ``runs_dir``
-    (``runs_dir / run_name(cfg, method)``; the runs ``02_ablations`` trains or reads). Methods
+def ablation_histories(runs_dir: str | Path, cfg, rows: Sequence[str] | None = None) -> dict[str, list[dict]]:
+    """``{table row: its run's history}`` of the table rows' runs of ``cfg``'s pair found under
+    ``runs_dir`` (``runs_dir / run_name(cfg, row)``; the runs ``02_ablations`` trains or reads). Rows
     without a run folder are left out."""
     out = {}
-    for method in methods or ROWS:
-        rows = runs.RunFolder(Path(runs_dir) / run_name(cfg, method)).history()
-        if rows:
-            out[method] = rows
+    for row in rows or ROWS:
+        history = runs.RunFolder(Path(runs_dir) / run_name(cfg, row)).history()
+        if history:
+            out[row] = history
     return out
 
 
