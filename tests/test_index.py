@@ -352,6 +352,7 @@ def test_index_of_a_third_folder_is_searched_by_name(run_copy, digits_root, tmp_
     res3, note = retrieve_json(capsys, run_copy, query_of(digits_root, "printed", "2"), "--index", "shop",
                                "--top-k", "20")
     assert "index shop" in note and "x/001.png changed" in note and len(res3["results"]) == 9
+    assert f"`ucdir index {run_copy} --gallery {gallery} --name shop` writes a fresh index" in note
 
 
 @pytest.mark.parametrize("argv, words", [

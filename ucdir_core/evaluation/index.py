@@ -257,9 +257,9 @@ def stale_reason(meta: dict[str, Any], checkpoint_digest: str, root: str | Path)
     ck = meta.get("checkpoint", {})
     if ck.get("digest") != checkpoint_digest:
         return f"it was made from another {ck.get('file', 'checkpoint')} (epoch {ck.get('epoch')})"
-    root = Path(root)
+    base = os.fspath(root)
     for rel, size, mtime_ns, digest in meta["files"]:
-        path = root / rel
+        path = os.path.join(base, rel)  # strings, not Paths: a stat per file is the whole cost
         try:
             st = os.stat(path)
         except OSError:

@@ -164,15 +164,17 @@ class _Galleries:
         g, reason = fresh_index(self.run_dir, name, self.model.checkpoint["digest"], self.root)
         if g is not None:
             return g
-        run = printable(self.run_dir)
-        self.note(f"index {printable(name)} of {run} not used ({reason}); embedding its gallery now, in memory "
-                  f"(`ucdir index {run}{'' if self.which == 'last' else ' --which ' + self.which}` writes a fresh "
-                  "index, which makes queries fast)")
         domain = next((d for d in self.model.cfg.domains if index_name(d, self.which) == name), None)
-        # a stale index still names its gallery
+        # a stale index of a folder still names its folder
         meta = None if domain is not None else read_index(index_folder(self.run_dir, name)).meta
         if meta is not None and meta.get("kind") == "domain":
             domain = meta["source"]
+        run = printable(self.run_dir)
+        which = "" if self.which == "last" else f" --which {self.which}"
+        rebuild = (f"ucdir index {run}{which}" if domain is not None else
+                   f"ucdir index {run} --gallery {printable(meta['source'])} --name {printable(name)}{which}")
+        self.note(f"index {printable(name)} of {run} not used ({reason}); embedding its gallery now, in memory "
+                  f"(`{rebuild}` writes a fresh index, which makes queries fast)")
         if domain is not None:
             return self._domain(domain, name)
         folder = Path(meta["source"])
