@@ -155,12 +155,12 @@ def test_changed_data_under_a_run_is_refused_by_name(tmp_path, capsys):
     (root / "A" / "dog" / "002.png").unlink()
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(root / "A" / "dog" / "new.png")  # the count is kept
     capsys.readouterr()
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}  # index/ too
     line = one_error_line(capsys, main(args(root, run, "--resume", "--epochs", "2")))
     assert "dataset changed" in line and "1 added (A/dog/new.png)" in line and "1 removed (A/dog/002.png)" in line
     line = one_error_line(capsys, main(["evaluate", str(run)]))
     assert "dataset changed" in line and "A/dog/new.png" in line
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_a_modified_file_is_named(tmp_path, capsys):

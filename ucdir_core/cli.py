@@ -1,7 +1,11 @@
-"""The ``ucdir`` command: train, evaluate, retrieve, and data tools.
+"""The ``ucdir`` command: train, evaluate, index, retrieve, and data tools.
 
 Errors in the user's input (missing folders, broken data, bad options, unreadable or crafted files)
 are answered with one line on stderr and exit status 2, never a traceback.
+
+Parsing needs only the torch-free config layer (:mod:`ucdir_core.config`,
+:mod:`ucdir_core.method.params`), so ``ucdir --help`` and a bad option answer at once; each command
+imports what it runs (torch, the data pipeline, faiss) when it starts.
 """
 
 from __future__ import annotations
@@ -12,22 +16,12 @@ import sys
 from pathlib import Path
 
 from ucdir_core.align.params import ALIGNMENTS
-from ucdir_core.base.distributed import init_from_env, is_main
 from ucdir_core.base.errors import DataError
-from ucdir_core.base.io import write_json
 from ucdir_core.base.text import distinguishable, error_line, escape_controls, printable
 from ucdir_core.config.presets import PRESETS, get_preset, preset_for_method
 from ucdir_core.config.rows import ROWS, row_config
-from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, override_key
-from ucdir_core.data import datasets
-from ucdir_core.data.checks import check_dataset
-from ucdir_core.data.digits import build_digits
-from ucdir_core.data.folders import with_folder_clusters
-from ucdir_core.inference.loading import evaluate_run
-from ucdir_core.inference.retrieval import retrieve
+from ucdir_core.config.run import RunConfig, override_key
 from ucdir_core.method.params import METHOD_PARAMS
-from ucdir_core.training.build import train
-from ucdir_core.training.runs import RunFolder, closing_lines
 
 
 def config_epilog(preset: str) -> str:
@@ -97,6 +91,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     Raises:
         ValueError: options that do not fit (one line), e.g. the paper's backbone without its checkpoint.
     """
+    from ucdir_core.data.folders import with_folder_clusters
+    from ucdir_core.training.runs import RunFolder
+
     direct = {k: getattr(args, k) for k in ("root", "split", "epochs", "method", "backbone", "checkpoint", "seed",
                                              "device")}
     changes = {k: v for k, v in direct.items() if v is not None}
@@ -182,14 +179,37 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    "fitted now on the run's training embeddings with the domain as the batch variable (the run's own "
                    "settings if it was trained with it, else the defaults); writes nothing")
 
+    p = sub.add_parser("index", help="write a run's gallery indexes (embeddings and a faiss index) for fast "
+                                     "retrieval, or export them",
+                       description="Embed a gallery with the run's key encoder and write it beside the run, in "
+                                   "RUN/index/NAME/: embeddings.npy (float32, unit rows), index.faiss (faiss's format; "
+                                   "exact inner product, HNSW from 50,000 images) and meta.json (the checkpoint and "
+                                   "its digest, each file's relative path, size and digest, each row's domain). By "
+                                   "default one index per domain of the run (its evaluated images; training writes "
+                                   "them too). An index that is up to date is left alone. `ucdir retrieve` uses an "
+                                   "index made from the same checkpoint bytes over unchanged files.")
+    p.add_argument("run_dir", help="a run folder made by `ucdir train`")
+    p.add_argument("--gallery", metavar="DIR", help="index this folder of images (sub-folders included) instead of "
+                                                    "the run's domains; search it with `ucdir retrieve --index NAME`")
+    p.add_argument("--name", help="name of the --gallery index (default: the folder's name; NAME@best with "
+                                  "--which best)")
+    p.add_argument("--which", choices=["last", "best"], default="last", help="checkpoint (default last)")
+    p.add_argument("--export", metavar="DIR", help="also write the indexes' rows to DIR/embeddings.npy (float32, "
+                                                   "unit rows) and DIR/items.json ([{path, domain}], one per row)")
+
     p = sub.add_parser("retrieve", help="query images in, the top-k images of the other domain out",
                        description="Rank the run's evaluated images of one domain by cosine similarity to each "
                                    "query image. Prints, per query, which domain was searched, then rank, score "
-                                   "and path.")
+                                   "and path. Searches the run's index (`ucdir index`) when it is up to date; "
+                                   "otherwise embeds the gallery in memory (slow) and says so on stderr. Writes "
+                                   "nothing.")
     p.add_argument("run_dir", help="a run folder made by `ucdir train`")
     p.add_argument("query", help="a query image, or a folder of query images")
-    p.add_argument("--gallery-domain", help="domain to search (default: the domain other than the query's; the "
-                                            "run's second domain for a query from neither domain's folder)")
+    gallery = p.add_mutually_exclusive_group()
+    gallery.add_argument("--gallery-domain", help="domain to search (default: the domain other than the query's; "
+                                                  "the run's second domain for a query from neither domain's folder)")
+    gallery.add_argument("--index", metavar="NAME", help="search the run's index NAME instead (made by `ucdir "
+                                                         "index RUN --gallery DIR --name NAME`)")
     p.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--which", choices=["last", "best"], default="last", help="checkpoint (default last)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table: {query, query_domain, "
@@ -220,6 +240,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
+    from ucdir_core.base.distributed import init_from_env, is_main
+    from ucdir_core.training.build import train
+    from ucdir_core.training.runs import RunFolder, closing_lines
+
     init_from_env()  # joins the process group under torchrun; nothing otherwise
     cfg = config_from_args(args)
     # progress bars on a terminal only; a log redirected to a file gets the plain per-epoch lines
@@ -238,6 +262,13 @@ def _cmd_train(args) -> int:
     return 0 if history else 1
 
 
+def evaluate_run(run_dir: str, which: str, align: str | None = None) -> dict:
+    """``ucdir evaluate``'s report (:func:`ucdir_core.inference.loading.evaluate_run`, imported when called)."""
+    from ucdir_core.inference.loading import evaluate_run as evaluate
+
+    return evaluate(run_dir, which, align)
+
+
 def _cmd_evaluate(args) -> int:
     report = evaluate_run(args.run_dir, args.which, args.align)
     text = json.dumps(report, indent=2)
@@ -247,8 +278,31 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _note(line: str) -> None:
+    print(f"ucdir: note: {escape_controls(line)}", file=sys.stderr)
+
+
+def _cmd_index(args) -> int:
+    from ucdir_core.inference.index import export, index_run
+
+    if args.export and Path(args.export).exists() and not Path(args.export).is_dir():
+        raise ValueError(f"--export {printable(args.export)} exists and is not a folder")
+    results = index_run(args.run_dir, args.which, args.gallery, args.name, progress=sys.stderr.isatty(),
+                        log=_note)
+    for r in results:
+        print(r.line())
+    if args.export:
+        emb, items = export([r.index for r in results], args.export)
+        rows = sum(r.index.meta["count"] for r in results)
+        print(f"exported {rows} rows: {printable(emb)}, {printable(items)}")
+    return 0
+
+
 def _cmd_retrieve(args) -> int:
-    found = retrieve(args.run_dir, args.query, args.gallery_domain, args.top_k, args.which)
+    from ucdir_core.inference.retrieval import retrieve
+
+    found = retrieve(args.run_dir, args.query, args.gallery_domain, args.top_k, args.which, index=args.index,
+                     note=_note)
     if args.json:
         out = [r.to_dict() for r in found]
         print(json.dumps(out[0] if len(out) == 1 and Path(args.query).is_file() else out, indent=2))
@@ -265,6 +319,11 @@ def _cmd_retrieve(args) -> int:
 
 
 def _cmd_data(args) -> int:
+    from ucdir_core.base.io import write_json
+    from ucdir_core.data import datasets
+    from ucdir_core.data.checks import check_dataset
+    from ucdir_core.data.digits import build_digits
+
     if args.data_command == "check":
         bench = datasets.get_benchmark(args.dataset) if args.dataset else None
         domains = args.domains or (list(bench.domains) if bench else None)
@@ -316,10 +375,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; any error in the user's input or files ends in one line and exit status 2."""
+    args = build_parser(argv).parse_args(argv)  # torch-free: help and option errors answer at once
     from PIL import Image
 
-    args = build_parser(argv).parse_args(argv)
-    handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "retrieve": _cmd_retrieve, "data": _cmd_data}
+    handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "index": _cmd_index, "retrieve": _cmd_retrieve,
+                "data": _cmd_data}
     try:
         check_args(args)
         return handlers[args.command](args)

@@ -7,14 +7,16 @@ plain values, never code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -63,8 +65,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path}")
+    return _load_checkpoint(path, path)
+
+
+def load_checkpoint_digest(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A checkpoint loaded as :func:`load_checkpoint` does, and the digest of the very bytes it was
+    loaded from (:func:`bytes_digest`, equal to :func:`file_digest` of the file): the file is read
+    once, so the digest names what was loaded even if the file is replaced meanwhile.
+
+    Raises:
+        FileNotFoundError: no such file.
+        RunError: a crafted, truncated or corrupt file (one line naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}")
+    data = path.read_bytes()
+    return _load_checkpoint(io.BytesIO(data), path), bytes_digest(data)
+
+
+def _load_checkpoint(source: Any, path: Path) -> dict[str, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except OSError:
         raise
     except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, KeyError, ...
@@ -110,6 +132,56 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def bytes_digest(data: bytes) -> str:
+    """BLAKE2b (16 bytes, hex) of ``data``: what :func:`file_digest` gives for a file holding them."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A folder written whole or not at all: yields a temporary folder beside ``path`` (hidden:
+    ``.NAME.XXXXXXXX.tmp``) to fill; when the block ends without an error, it takes the place of
+    ``path`` by renames (an old ``path`` is first renamed aside, then deleted), so a reader finds
+    the old folder, the new one, or (for an instant) none, never a half-written one. On an error
+    the temporary folder is deleted and ``path`` is left as it was.
+
+    A published folder is never modified in place: a reader that opens it (``os.open`` of the
+    folder, then its files relative to that descriptor) reads one version.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.iterdir():  # the files' bytes on disk before the rename makes them visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old{TEMP_SUFFIX}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_temp_folders(parent: str | Path) -> list[Path]:
+    """Delete the temporary folders that :func:`atomic_folder` writers killed in ``parent`` left
+    behind (call it only while no writer runs: under the run folder's lock)."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    stale = [p for p in parent.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_dir()
+             and not p.is_symlink()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def json_default(o: Any) -> Any:

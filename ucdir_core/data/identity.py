@@ -18,7 +18,15 @@ from ucdir_core.base.pair import DomainPair
 from ucdir_core.data.splits import SplitImages
 
 
-def _entries(paths: list[str], root: Path) -> list[list[Any]]:
+def file_entries(paths: list[str], root: str | Path) -> list[list[Any]]:
+    """``[[relative path, bytes, mtime_ns, digest], ...]`` of ``paths``, in order: each path relative
+    to ``root`` (as given when it lies outside), its size, modification time and
+    :func:`~ucdir_core.base.io.file_digest`. The entries of ``dataset.json`` and of a gallery index.
+
+    Raises:
+        FileNotFoundError: a file that is gone.
+    """
+    root = Path(root)
     out = []
     for p in paths:
         st = os.stat(p)
@@ -48,8 +56,8 @@ def dataset_identity(images: DomainPair[SplitImages], root: str | Path) -> dict[
     root = Path(root)
     out: dict[str, Any] = {}
     for s in images:
-        train = _entries(s.train.paths, root)
-        out[s.train.name] = {"train": train, "test": "train" if s.test is s.train else _entries(s.test.paths, root)}
+        train = file_entries(s.train.paths, root)
+        out[s.train.name] = {"train": train, "test": "train" if s.test is s.train else file_entries(s.test.paths, root)}
     return out
 
 

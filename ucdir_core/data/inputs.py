@@ -3,8 +3,11 @@
 An input pipeline turns the split images of a pair into what training and evaluation read
 (:class:`DomainInputs` per domain), the trainable module that maps one such input to pooled
 features, and a function mapping a PIL image to one input (for retrieval with a query image).
-The trainer, the notebooks and the benchmarks take a :class:`PipelineInputs` and never ask which
-pipeline made it; :func:`build_inputs` is the one place that chooses.
+Its :class:`QueryInputs` (the module, the evaluation transform and, for the cached trunk, the
+frozen trunk) are built from the config alone, without any dataset: what embedding a new image
+needs (``ucdir retrieve``, ``ucdir index --gallery``). The trainer, the notebooks and the
+benchmarks take a :class:`PipelineInputs` and never ask which pipeline made it;
+:func:`build_inputs` and :func:`query_inputs` are the places that choose.
 
 - :class:`DecodedImages` (``trunk_blocks=None``, the paper's setting): images are decoded and
   augmented on the fly with the spec's transforms; the whole backbone trains.
@@ -52,6 +55,40 @@ class DomainInputs:
 
 
 @dataclass
+class QueryInputs:
+    """What embedding a new image needs of a pipeline, built from the config alone (no dataset).
+
+    Attributes:
+        module: the trainable feature extractor, ``(B, *input) -> (B, dim)``, as
+            :attr:`PipelineInputs.module` (its trained weights come from a checkpoint).
+        dim: its output size D.
+        transform: a PIL image -> ``(3, H, W)`` tensor (the evaluation transform).
+        trunk: the frozen trunk, ``(B, 3, H, W) -> (B, *input)``, that turns transformed images into
+            inputs of ``module`` (:class:`CachedTrunk`); None when the module takes images.
+    """
+
+    module: nn.Module
+    dim: int
+    transform: Callable[[object], Tensor]
+    trunk: nn.Module | None
+
+    @torch.no_grad()
+    def to_inputs(self, images: Tensor) -> Tensor:
+        """Transformed images as inputs of :attr:`module`, on ``images``' device.
+
+        Shape:
+            (B, 3, H, W) -> (B, *input), float32.
+        """
+        if self.trunk is None:
+            return images
+        return self.trunk.to(images.device)(images).float()
+
+    def to_input(self, img) -> Tensor:
+        """A PIL image -> one input ``(*input)`` of :attr:`module`, on the CPU."""
+        return self.to_inputs(self.transform(img)[None])[0]
+
+
+@dataclass
 class PipelineInputs:
     """What an input pipeline provides.
 
@@ -71,12 +108,21 @@ class PipelineInputs:
 
 
 class InputPipeline(Protocol):
+    def query(self, cfg: RunConfig) -> QueryInputs:
+        ...
+
     def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         ...
 
 
 class DecodedImages:
     """Images decoded per step with the spec's training and evaluation transforms; end to end."""
+
+    def query(self, cfg: RunConfig) -> QueryInputs:
+        """The whole backbone as the module; inputs are transformed images."""
+        backbone = build_backbone(cfg.backbone, cfg.checkpoint)
+        return QueryInputs(backbone.module, backbone.dim,
+                           eval_transform(cfg.image_size, cfg.resize_size, backbone.mean, backbone.std), None)
 
     def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         backbone = build_backbone(cfg.backbone, cfg.checkpoint)
@@ -93,6 +139,12 @@ class DecodedImages:
 class CachedTrunk:
     """The frozen trunk's feature maps of ``cached_views`` augmented views per image, computed once
     and stored in the view cache; the backbone's top (stages ``trunk_blocks`` and up) trains."""
+
+    def query(self, cfg: RunConfig) -> QueryInputs:
+        """The backbone's top as the module; inputs are the frozen trunk's float32 feature maps of
+        transformed images (the cache keeps them as float16)."""
+        trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
+        return QueryInputs(top, bb.dim, eval_transform(cfg.image_size, cfg.resize_size, bb.mean, bb.std), trunk)
 
     def build(self, cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:
         trunk, top, bb = split_backbone(cfg.backbone, cfg.trunk_blocks, cfg.checkpoint)
@@ -125,6 +177,11 @@ class CachedTrunk:
 def input_pipeline(cfg: RunConfig) -> InputPipeline:
     """The pipeline ``cfg`` asks for: :class:`CachedTrunk` when ``trunk_blocks`` is set, else :class:`DecodedImages`."""
     return DecodedImages() if cfg.trunk_blocks is None else CachedTrunk()
+
+
+def query_inputs(cfg: RunConfig) -> QueryInputs:
+    """What embedding a new image needs under ``cfg``'s pipeline (:class:`QueryInputs`), without data."""
+    return input_pipeline(cfg).query(cfg)
 
 
 def build_inputs(cfg: RunConfig, images: DomainPair[SplitImages], progress: bool = True) -> PipelineInputs:

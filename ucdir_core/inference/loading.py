@@ -4,7 +4,7 @@ run's data, built without an optimiser and writing nothing into the run folder."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,11 +13,13 @@ from torch import Tensor
 
 from ucdir_core.align.params import AlignmentParams
 from ucdir_core.base.device import select_device
+from ucdir_core.base.io import load_checkpoint_digest
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.identity import check_identity
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.evaluation.embedding import Embedder
+from ucdir_core.inference.query import checkpoint_path
 from ucdir_core.models.encoders import MomentumEncoders
 from ucdir_core.training import runs
 from ucdir_core.training.build import build_parts
@@ -27,8 +29,9 @@ from ucdir_core.training.build import build_parts
 class TrainedModel:
     """A run's trained model: its config, the key encoder (the one the reference evaluates) with
     its embeddings of both domains (:class:`~ucdir_core.evaluation.embedding.Embedder`), the
-    inputs, the function that turns a query image into an input, and the last epoch the
-    checkpoint holds (0-based, as in the history and ``summary.json``)."""
+    inputs, the function that turns a query image into an input, the last epoch the
+    checkpoint holds (0-based, as in the history and ``summary.json``), and which checkpoint it
+    is: ``{"file", "epoch", "digest"}`` (BLAKE2b of the bytes loaded)."""
 
     cfg: RunConfig
     model: MomentumEncoders
@@ -37,6 +40,7 @@ class TrainedModel:
     to_input: Callable[[Any], Tensor]
     device: torch.device
     epoch: int
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """P@k and mAP in both directions on the run's evaluated images."""
@@ -61,13 +65,8 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
     """
     run = runs.RunFolder(run_dir)
     cfg = run.config()
-    name = {"last": runs.LAST, "best": runs.BEST}.get(which)
-    if name is None:
-        raise ValueError("which must be 'last' or 'best'")
-    path = run.file(name)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}")
-    state = runs.load_checkpoint(path)
+    path = checkpoint_path(run, which)
+    state, digest = load_checkpoint_digest(path)
     parts = build_parts(cfg, run_dir, progress=progress, allow_unmatched_classes=True, log=lambda s: None,
                         init_head=False, read_only=True)  # the checkpoint overwrites the head
     check_identity(run.identity(), parts.identity, str(run.file(runs.DATASET)))
@@ -79,7 +78,9 @@ def load_trained(run_dir: str | Path, which: str = "last", progress: bool = Fals
     model.load_state_dict(state["model"])
     model.eval()
     embedder = Embedder(cfg, inputs, model.encoder_k, device, progress)
-    return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, runs.checkpoint_epoch(state))
+    epoch = runs.checkpoint_epoch(state)
+    return TrainedModel(cfg, model, embedder, inputs, parts.inputs.to_input, device, epoch,
+                        {"file": path.name, "epoch": epoch, "digest": digest})
 
 
 def evaluate_run(run_dir: str | Path, which: str = "last", align: str | None = None) -> dict:

@@ -1,5 +1,6 @@
 """From a config to a ready :class:`~ucdir_core.training.trainer.Trainer`: data, split, input
-pipeline, encoder; and :func:`train`, one locked run."""
+pipeline, encoder; and :func:`train`, one locked run, which ends by writing the run's gallery
+indexes (:mod:`ucdir_core.evaluation.index`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from ucdir_core.base import distributed as D
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import RunError
+from ucdir_core.base.io import file_digest
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
 from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, config_differences
@@ -21,6 +23,7 @@ from ucdir_core.data.loader import epoch_batch_size
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.data.splits import SplitImages, load_split_images
 from ucdir_core.evaluation.embedding import embed
+from ucdir_core.evaluation.index import write_domain_indexes
 from ucdir_core.method.params import TITLES
 from ucdir_core.models.encoders import Encoder, init_head_pca
 from ucdir_core.training import runs
@@ -90,6 +93,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
 
     The run folder is locked for the whole run (a second writer is refused). A folder that already
     holds a run is refused unless ``resume`` (continue it) or ``overwrite`` (delete its files first).
+    When training ends, process 0 writes each domain's gallery index of ``last.pt``
+    (``RUN/index/<domain>/``, :func:`write_indexes`), still under the lock.
     """
     with runs.RunFolder(run_dir).claim(resume, overwrite):
         return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
@@ -113,4 +118,25 @@ def _train(cfg: RunConfig, run_dir: str | Path, resume: bool, progress: bool, al
         f"{cfg.domains[1]} of {cfg.root or 'the embedded ' + cfg.dataset} (split {cfg.split}), {cfg.epochs} epochs, "
         f"{cfg.backbone} at {cfg.image_size} px, into {run.path}")
     trainer, _ = build_trainer(cfg, run_dir, progress, allow_unmatched_classes, log, init_head=not resuming)
-    return trainer.fit(resume=resume, command=command)
+    history = trainer.fit(resume=resume, command=command)
+    if D.is_main():
+        write_indexes(trainer, log)
+    return history
+
+
+def write_indexes(trainer: Trainer, log: Callable[[str], None] = print) -> None:
+    """Each domain's gallery index of the trained run (``RUN/index/<domain>/``): its evaluated
+    images embedded by the key encoder ``last.pt`` holds (the trainer's, at the end of ``fit``), as
+    ``ucdir retrieve`` searches them and ``ucdir index RUN`` would write them. Process 0, under the
+    run folder's lock."""
+    run = trainer.run
+    last = run.file(runs.LAST)
+    if not last.exists():
+        return
+    cfg = trainer.cfg
+    embeddings = trainer.embedder.test_embeddings()
+    checkpoint = {"file": runs.LAST, "epoch": trainer.next_epoch - 1, "digest": file_digest(last)}
+    written = write_domain_indexes(run.path, cfg.domains, [e.float().cpu().numpy() for e in embeddings],
+                                   [d.test_eval.paths for d in trainer.inputs], resolve_root(cfg), checkpoint)
+    log("gallery indexes: " + ", ".join(f"{run.path / runs.INDEX / g.meta['name']} ({g.meta['count']} images)"
+                                        for g in written))

@@ -2,8 +2,10 @@
 
 A run folder is written by one process at a time (an exclusive lock on ``.lock`` for the whole
 run). Every file is written to a temporary file in the same folder and renamed over the old one,
-so a kill never leaves half a file; ``last.pt`` keeps its predecessor as ``prev.pt``. Checkpoints
-are loaded with ``weights_only=True``: tensors and plain values, never code.
+so a kill never leaves half a file; ``last.pt`` keeps its predecessor as ``prev.pt``; a gallery
+index (``index/<name>/``, :mod:`ucdir_core.evaluation.index`) is written as a whole folder and
+renamed into place. Checkpoints are loaded with ``weights_only=True``: tensors and plain values,
+never code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,10 +23,11 @@ import torch
 
 from ucdir_core.base import distributed as D
 from ucdir_core.base.errors import RunError
-from ucdir_core.base.io import (TEMP_SUFFIX, atomic_torch_save, atomic_write_bytes, json_default, load_checkpoint, plain,
-                                write_json)
+from ucdir_core.base.io import (TEMP_SUFFIX, atomic_torch_save, atomic_write_bytes, json_default, load_checkpoint,
+                                plain, remove_temp_folders, write_json)
 from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, config_differences
 from ucdir_core.data.identity import check_identity
+from ucdir_core.evaluation.index import INDEX_FOLDER
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -36,6 +40,8 @@ SUMMARY = "summary.json"
 DATASET = "dataset.json"
 ALIGNMENT = "alignment.npz"
 LOCK = ".lock"
+#: the folder of the run's gallery indexes, one sub-folder each (deleted by ``--overwrite``)
+INDEX = INDEX_FOLDER
 #: the files of a run, deleted by ``--overwrite``
 RUN_FILES = (CONFIG, HISTORY, LAST, PREV, BEST, SPLIT, MANIFEST, SUMMARY, DATASET, ALIGNMENT)
 #: history keys renamed to the paper's loss names; rows written before are read under the new names
@@ -43,8 +49,9 @@ LEGACY_HISTORY_KEYS = {"loss_instance": "loss_instance_contrastive", "loss_clust
                        "w_instance": "w_instance_contrastive", "w_cluster": "w_cluster_contrastive"}
 
 __all__ = ["RunFolder", "RunError", "CONFIG", "HISTORY", "LAST", "PREV", "BEST", "SPLIT", "MANIFEST", "SUMMARY",
-           "LOCK", "RUN_FILES", "ALIGNMENT", "atomic_torch_save", "atomic_write_bytes", "load_checkpoint", "plain", "write_json",
-           "read_history_row", "runtime", "checkpoint_epoch", "check_checkpoint", "summarize", "format_row",
+           "LOCK", "INDEX", "RUN_FILES", "ALIGNMENT", "atomic_torch_save", "atomic_write_bytes", "load_checkpoint",
+           "plain", "write_json", "read_history_row", "runtime", "checkpoint_epoch", "check_checkpoint", "summarize",
+           "format_row", "closing_lines",
            "CHECKPOINT_FORMAT"]
 
 
@@ -105,10 +112,16 @@ class RunFolder:
                            "to replace it")
 
     def clear(self) -> None:
-        """Delete the run's files (``--overwrite``); other files in the folder are left alone."""
+        """Delete the run's files and its indexes (``--overwrite``); other files in the folder are left alone."""
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
             self.file(name + ".corrupt").unlink(missing_ok=True)
+        self.clear_indexes()
+
+    def clear_indexes(self) -> None:
+        """Delete the run's gallery indexes (``index/``): a new run's checkpoints make them stale."""
+        if self.file(INDEX).is_dir() and not self.file(INDEX).is_symlink():
+            shutil.rmtree(self.file(INDEX))
 
     def remove_temp_files(self) -> list[Path]:
         """Delete temporary files a killed writer left behind (only while holding the lock)."""
@@ -118,7 +131,7 @@ class RunFolder:
                  and any(p.name.startswith(n + ".") for n in RUN_FILES)]
         for p in stale:
             p.unlink(missing_ok=True)
-        return stale
+        return stale + remove_temp_folders(self.file(INDEX))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -193,12 +206,13 @@ class RunFolder:
 
     def start(self, cfg: RunConfig, command: list[str] | None = None, identity: dict[str, Any] | None = None,
               header: dict[str, Any] | None = None) -> None:
-        """Create the folder, drop an earlier run's checkpoints and summary, and write the config,
+        """Create the folder, drop an earlier run's checkpoints, summary and indexes, and write the config,
         the dataset's identity (``dataset.json``) and the history's first line (command, config,
         thread and DataLoader worker counts, and ``header``'s entries)."""
         self.path.mkdir(parents=True, exist_ok=True)
         for name in (LAST, PREV, BEST, SUMMARY, ALIGNMENT):
             self.file(name).unlink(missing_ok=True)
+        self.clear_indexes()
         if identity is not None:
             write_json(self.file(DATASET), identity)
         write_json(self.file(CONFIG), cfg.to_dict())
