@@ -305,9 +305,9 @@ def test_a_newline_in_a_file_name_cannot_split_a_printed_line(tmp_path, capsys):
 
     assert main(["retrieve", str(run), str(root / "A" / "cat" / "000.png"), "--top-k", "19"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"query {root / 'A' / 'cat' / '000.png'} (from A); searching B" and len(lines) == 2 + 19
-    assert all(re.fullmatch(r"\s*\d+\s+-?\d\.\d{4}\s+\S.*", row) for row in lines[2:]), lines
-    assert any(row.endswith(repr(str(odd))) for row in lines[2:])
+    assert lines[0] == f"query {root / 'A' / 'cat' / '000.png'} (from A); searching B" and len(lines) == 2 + 19 + 1
+    assert all(re.fullmatch(r"\s*\d+\s+-?\d\.\d{4}\s+\S.*", row) for row in lines[2:-1]), lines
+    assert any(row.endswith(repr(str(odd))) for row in lines[2:-1]) and lines[-1].startswith("(score: cosine")
     assert main(["retrieve", str(run), str(root / "A" / "cat" / "000.png"), "--top-k", "19", "--json"]) == 0
     assert str(odd) in [r["path"] for r in json.loads(capsys.readouterr().out)["results"]]  # JSON: as stored
 

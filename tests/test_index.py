@@ -208,8 +208,9 @@ def test_retrieve_text_output_keeps_its_shape(trained, digits_root, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"query {query} (from printed); searching handwritten"
     assert lines[1].split() == ["rank", "score", "path"]
-    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3"]
-    assert all(len(line.split()) == 3 and "/handwritten/" in line for line in lines[2:])
+    assert [line.split()[0] for line in lines[2:5]] == ["1", "2", "3"]
+    assert all(len(line.split()) == 3 and "/handwritten/" in line for line in lines[2:5])
+    assert lines[5:] == ["(score: cosine similarity of the embeddings, from -1 to 1; higher is closer)"]
 
 
 def test_a_folder_of_queries_is_one_call(trained, digits_root, capsys, tmp_path):
