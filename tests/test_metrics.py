@@ -217,9 +217,11 @@ def test_parts_on_threads_and_the_torch_sort_agree_with_the_definition(monkeypat
         assert ap == pytest.approx(want, rel=1e-12)
         assert hits == results[0][1] and split == results[0][2]
     a, ql, b, gl = rng.normal(size=(30, 8)), rng.integers(0, 3, 30), rng.normal(size=(41, 8)), rng.integers(0, 3, 41)
-    whole = retrieval_metrics(a, ql, b, gl, ks=(1, 5), block_size=7)
+    parts = retrieval_metrics(a, ql, b, gl, ks=(1, 5), block_size=7)
     monkeypatch.setattr(metrics, "_SORT_CHUNK", 1 << 19)
-    assert whole == pytest.approx(retrieval_metrics(a, ql, b, gl, ks=(1, 5), block_size=7), rel=1e-12)
+    for group in (0, 7 * 41 * 2, 1 << 24):  # blocks sorted one by one, two by two (across classes), all at once
+        monkeypatch.setattr(metrics, "_SORT_GROUP", group)
+        assert retrieval_metrics(a, ql, b, gl, ks=(1, 5), block_size=7) == pytest.approx(parts, rel=1e-12)
 
 
 def test_inputs_that_require_grad_are_evaluated():

@@ -283,6 +283,8 @@ def per_query_precision(query: ArrayLike, query_labels: ArrayLike, gallery: Arra
 
     Shape:
         query: (n, d); query_labels: (n,); gallery: (m, d); gallery_labels: (m,) -> (n,).
+    Raises:
+        ValueError: a k below 1, or inputs that :func:`retrieval_metrics` refuses.
     """
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
