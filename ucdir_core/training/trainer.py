@@ -25,7 +25,7 @@ from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import DivergenceError
 from ucdir_core.base.io import plain, write_json
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.base.seeding import epoch_seed, rng_state, seed_everything, set_rng_state
+from ucdir_core.base.seeding import epoch_seed, seed_everything
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.data.loader import epoch_batch_size, epoch_loader
@@ -36,13 +36,14 @@ from ucdir_core.method.interface import EpochContext, StepBatch
 from ucdir_core.method.registry import build_method
 from ucdir_core.models.encoders import Encoder, MomentumEncoders
 from ucdir_core.training import runs
+from ucdir_core.training.checkpointing import Checkpointing
 from ucdir_core.training.optim import Optimisation
 
 #: fewer training steps than this in a whole run draw a warning at its start
 SHORT_TRAINING_STEPS = 50
 
 
-class Trainer:
+class Trainer(Checkpointing):
     """Trains one model with the method ``cfg.method`` names, in one run folder.
 
     Args:
@@ -84,40 +85,6 @@ class Trainer:
         """k-means of each domain's ``embeddings`` for every K; run on process 0 and given to every process."""
         result = embeddings.map(lambda e: self.kmeans.cluster(e).to("cpu")) if D.is_main() else None
         return D.broadcast_object(result).map(lambda c: c.to(self.device))
-
-    def state(self) -> dict[str, Any]:
-        """Everything a resume needs, as tensors and plain values (loadable with ``weights_only=True``);
-        ``epoch`` is the last epoch done (0-based)."""
-        return {
-            "epoch": self.next_epoch - 1, "model": self.model.state_dict(), **self.optim.state_dict(),
-            "best": plain(self.best), "config": self.cfg.to_dict(),
-            "history": plain(self.rows), "rng": rng_state(), "method": self.method.state_dict(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optim.load_state_dict(state)
-        self.method.load_state_dict(state.get("method", {}))
-        self.next_epoch, self.best = runs.checkpoint_epoch(state) + 1, state["best"]
-        self.rows = list(state.get("history", []))
-        set_rng_state(state["rng"])
-        self.embedder.changed()
-
-    def resume(self) -> bool:
-        """Continue from ``last.pt`` (or ``prev.pt``) if the run folder has one; True if it did.
-        The history is rewritten from the checkpoint's rows, whatever the point of the kill."""
-        found = self.run.checked_last(self.cfg, self.identity, {n: b.shape[0] for n, b in
-                                                                 (("bank_a", self.model.bank_a), ("bank_b", self.model.bank_b))},
-                                      self.log)
-        if found is None:
-            return False
-        state, path = found
-        self.load_state(state)
-        if D.is_main():
-            self.run.resumed_from(path, self.cfg, self.rows)
-        D.barrier()
-        self.log(f"resumed {self.run.path} at epoch {self.next_epoch} from {path.name}")
-        return True
 
     def step(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor], ids: DomainPair[Tensor],
              where: tuple[int, int] = (0, 0)) -> dict[str, float]:
