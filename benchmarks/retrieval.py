@@ -7,8 +7,9 @@ Prints time and peak memory (resident set growth, from a child process per measu
 naive implementations (full N x N similarity matrix and a full argsort): ``reference`` follows the
 reference's evaluation step for step (numpy argsort, a Python loop over queries for P@k),
 ``naive`` is the same idea vectorised in torch. They run only where their matrices fit in
---naive-limit-gib. Then, per size, the ratios: P@k + mAP over P@k alone (what mAP costs), and each
-naive implementation's time over the blocked P@k + mAP.
+--naive-limit-gib. Then, per size, the comparisons: P@k + mAP over P@k alone, the time mAP adds to
+P@k (beside the reference's own mAP step on its argsorted matrix), and each naive implementation's
+time over the blocked one's.
 """
 
 from __future__ import annotations
