@@ -1,4 +1,4 @@
-"""Every entry point fails in one line and leaves nothing half-done (README, "Guarantees"; issue 26):
+"""Every entry point fails in one line and leaves nothing half-done (docs/guarantees.md; issue 26):
 the notebook runner, class names that look equal but are not, a DataLoader worker's file error, and
 file names that could break a printed line. Each case stands for its kind: the exit status, the one
 line and what is on disk afterwards."""

@@ -1,4 +1,4 @@
-"""What holds under bad files, interruptions and misuse (README, "Guarantees").
+"""What holds under bad files, interruptions and misuse (docs/guarantees.md).
 
 1. Nothing runs from a file: checkpoints and MoCo weights load with ``weights_only=True``.
    - test_checkpoints_hold_only_tensors_and_plain_values

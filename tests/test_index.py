@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import write_folder
+from test_robustness import one_error_line
 from ucdir_core.base.io import file_digest
 from ucdir_core.cli import main
 from ucdir_core.data.images import load_image
@@ -66,15 +67,6 @@ def own(tmp_path):
 def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_error_line(capsys, code) -> str:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("ucdir: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def query_of(root: Path, domain: str, cls: str) -> Path:

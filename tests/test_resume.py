@@ -1,6 +1,5 @@
 """Exact resume, once for every registered method: a run killed during an epoch and resumed gives
-the uninterrupted history, checkpoints and method state (the trainer's guarantee, README
-"Guarantees")."""
+the uninterrupted history, checkpoints and method state (the trainer's guarantee, docs/guarantees.md)."""
 
 from __future__ import annotations
 

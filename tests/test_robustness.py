@@ -1,5 +1,5 @@
 """Odd files, divergence, data too small for the settings and changed data: each is one line, exit
-status 2, and nothing half-written or lost on disk (README, "Guarantees")."""
+status 2, and nothing half-written or lost on disk (docs/guarantees.md)."""
 
 from __future__ import annotations
 

@@ -62,9 +62,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         FileNotFoundError: no such file.
         RunError: a crafted, truncated or corrupt file (one line naming the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}")
+    path = _checkpoint_file(path)
     return _load_checkpoint(path, path)
 
 
@@ -77,11 +75,17 @@ def load_checkpoint_digest(path: str | Path) -> tuple[dict[str, Any], str]:
         FileNotFoundError: no such file.
         RunError: a crafted, truncated or corrupt file (one line naming the file).
     """
+    path = _checkpoint_file(path)
+    data = path.read_bytes()
+    return _load_checkpoint(io.BytesIO(data), path), bytes_digest(data)
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    """``path`` as a Path, refused in one line (FileNotFoundError) when it is no file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path}")
-    data = path.read_bytes()
-    return _load_checkpoint(io.BytesIO(data), path), bytes_digest(data)
+    return path
 
 
 def _load_checkpoint(source: Any, path: Path) -> dict[str, Any]:

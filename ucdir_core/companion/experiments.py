@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ucdir_core.align.params import AlignmentParams
+from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.seeding import seed_model_init
@@ -200,13 +201,13 @@ def full_row(cfg: RunConfig) -> str:
 
 
 def aligned_embeddings(trained: TrainedModel, alignment: str = "harmony"
-                       ) -> tuple[DomainPair[np.ndarray], dict[str, Any]]:
+                       ) -> tuple[DomainPair[np.ndarray], AlignmentModel]:
     """A trained run's evaluated embeddings after the alignment stage ``alignment`` (its default
     settings), fitted on the run's training embeddings with the domain as the batch variable (no
-    label), and their evaluation (:meth:`~ucdir_core.evaluation.embedding.Embedder.aligned`)."""
+    label), and the fitted model (evaluate them with :func:`embedding_diagnostics`)."""
     model = trained.embedder.fit_alignment(AlignmentParams(alignment=alignment))
     emb = trained.embedder.test_embeddings().map(lambda t: t.cpu().numpy())
-    return DomainPair(model.apply(emb.a, 0), model.apply(emb.b, 1)), trained.embedder.aligned(model)
+    return DomainPair(model.apply(emb.a, 0), model.apply(emb.b, 1)), model
 
 
 def embedding_diagnostics(emb: DomainPair[np.ndarray], labels: DomainPair[np.ndarray], cfg: RunConfig

@@ -116,6 +116,5 @@ class Embedder:
         emb = self.test_embeddings().map(lambda t: t.detach().cpu().numpy())
         a, b = model.apply(emb.a, 0), model.apply(emb.b, 1)
         la, lb = self.inputs.a.test_labels, self.inputs.b.test_labels
-        report = retrieval_report(torch.from_numpy(a), la, torch.from_numpy(b), lb, self.cfg.eval_ks,
-                                  names=tuple(self.cfg.domains))
+        report = retrieval_report(a, la, b, lb, self.cfg.eval_ks, names=tuple(self.cfg.domains))
         return {"alignment": model.alignment, "eval": report, **mixing_and_agreement(a, la, b, lb)}
