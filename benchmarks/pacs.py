@@ -14,6 +14,13 @@ holds domain mixing and class agreement of every row. Second seeds (``seeds``): 
 ``full`` and ``protoot``, full split. ``end_to_end`` is the paper's code path
 (:func:`end_to_end_config`). Results are written after every run, and a rerun skips finished
 runs. Run folders go to ``runs/pacs``, where the notebooks find them.
+
+Rows ``baseline+harmony``, ``full+harmony`` and ``protoot+harmony``: the alignment stage (Harmony,
+with the regime's ``harmony_*`` settings, chosen on the tuning pairs by ``benchmarks.harmony_tuning``)
+fitted on the training images' embeddings of that row with the domain as the batch variable (no
+label) and applied to its evaluated images. ``class_discovery[split][row]["a-b"]``: adjusted Rand
+index and balance of k-means with K = 7 on both domains' evaluated embeddings together, for those
+rows and the rows they align (why P@1 moves or not).
 """
 
 from __future__ import annotations
@@ -39,8 +46,13 @@ from ucdir_core.config.run import RunConfig, config_differences
 from ucdir_core.evaluation.anchors import ANCHORS
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-BENCH_ROWS = (*ANCHORS, *ROWS)  # every row the benchmark can compute
-TABLE_ORDER = ("baseline", "centred", *ROWS, "oracle")  # rows of the tables, the ceiling last
+#: rows of the label-free alignment stage (Harmony, ``ucdir_core.align``) on another row's embeddings:
+#: the untrained backbone, UCDIR ``full``, ProtoOT
+ALIGNED_ROWS = {"baseline+harmony": "baseline", "full+harmony": "full", "protoot+harmony": "protoot"}
+BENCH_ROWS = (*ANCHORS, *ROWS, *ALIGNED_ROWS)  # every row the benchmark can compute
+#: rows of the tables: each aligned row after its own, the ceiling last
+TABLE_ORDER = tuple(x for r in ("baseline", "centred", *ROWS) for x in (r, f"{r}+harmony")
+                    if x == r or x in ALIGNED_ROWS) + ("oracle",)
 SEEDED = ("instance", "full", "protoot")  # rows repeated with a second seed
 
 def git_commit() -> str:
@@ -100,6 +112,24 @@ def run_row(cfg, row: str, runs: Path) -> tuple[dict, dict, float]:
     history = C.train_or_load(row_run_config(cfg, row), run_dir, progress=False)
     last = [r for r in history if "eval" in r][-1]
     return last["eval"], last.get("alignment", {}), float(sum(r.get("wall_seconds", 0.0) for r in history))
+
+
+def alignment_params(cfg: RunConfig):
+    """The alignment stage of the aligned rows: Harmony with ``cfg``'s ``harmony_*`` settings."""
+    return cfg.alignment_params.replace(alignment="harmony")
+
+
+def run_aligned_row(cfg: RunConfig, row: str, runs: Path, features: dict | None = None) -> dict:
+    """:func:`ucdir_core.companion.compare_alignment` for aligned row ``row`` on one pair and split:
+    the untrained ``features`` (:func:`ucdir_core.companion.untrained_features`) for
+    ``baseline+harmony``, the trained run (trained now if it is not yet) for the others."""
+    base = ALIGNED_ROWS[row]
+    params = alignment_params(cfg)
+    if base == "baseline":
+        f = features if features is not None else C.untrained_features(cfg)
+        return C.compare_alignment(f["train"], f["test"], f["test_labels"], cfg, params)
+    run_row(cfg, base, runs)
+    return C.run_alignment(runs / C.run_name(cfg, base), params)
 
 
 def end_to_end_config(root: str, pair: tuple[str, str] = ("photo", "sketch"), epochs: int = 8,
@@ -190,6 +220,7 @@ def main(argv=None) -> int:
         print(means_table(res, parse_pairs(args.table_pairs)))
         if not args.table_pairs:
             print(alignment_table(res))
+            print(discovery_table(res))
             print(end_to_end_table(res))
         return 0
     cfg0 = base_config(args.root).with_overrides(args.set)
@@ -234,9 +265,29 @@ def main(argv=None) -> int:
                 print(f"{split} {a}-{b} anchors: " + ", ".join(
                     f"{n} P@1 {C.mean_over_directions(r)['P@1']:.1f}" for n, r in reports.items())
                     + f" ({time.time() - t:.0f} s)", flush=True)
+            features = None
+            for row in [r for r in args.rows if r in ALIGNED_ROWS]:
+                t = time.time()
+                rcfg = cfg.replace(seed=args.seeds[0])
+                if ALIGNED_ROWS[row] == "baseline" and features is None:
+                    features = C.untrained_features(rcfg)
+                cmp = run_aligned_row(rcfg, row, Path(args.runs), features)
+                res["results"].setdefault(split, {}).setdefault(row, {}).update(cmp["after"]["eval"])
+                for name, m in ((row, cmp["after"]), (ALIGNED_ROWS[row], cmp["before"])):
+                    if name == row:
+                        res["alignment"].setdefault(split, {}).setdefault(row, {})[pair_key] = {
+                            k: m[k] for k in ("domain_mixing", "class_agreement")}
+                    res.setdefault("class_discovery", {}).setdefault(split, {}).setdefault(name, {})[pair_key] = {
+                        k: m[k] for k in ("adjusted_rand", "balance")}
+                save()
+                mean = C.mean_over_directions(cmp["after"]["eval"])
+                print(f"{split} {a}-{b} {row}: P@1 {mean['P@1']:.1f} mAP {mean['mAP']:.1f} mixing "
+                      f"{cmp['after']['domain_mixing']:.3f} ARI {cmp['before']['adjusted_rand']:.2f} -> "
+                      f"{cmp['after']['adjusted_rand']:.2f} ({time.time() - t:.0f} s; total "
+                      f"{res['wall_seconds'] / 60:.1f} min)", flush=True)
             for seed in args.seeds:
                 for row in args.rows:
-                    if row in ANCHORS or (seed != args.seeds[0] and (row not in SEEDED or split != "full")):
+                    if row in ANCHORS or row in ALIGNED_ROWS or (seed != args.seeds[0] and (row not in SEEDED or split != "full")):
                         continue  # second seeds: instance and full rows, full split
                     t = time.time()
                     report, alignment, _ = run_row(cfg.replace(seed=seed), row, Path(args.runs))
@@ -359,6 +410,24 @@ def alignment_table(res: dict) -> str:
                 continue
             lines.append(f"| {method} | {np.mean([r['domain_mixing'] for r in rows]):.3f} | "
                          f"{np.mean([r['class_agreement'] for r in rows]):.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def discovery_table(res: dict) -> str:
+    """Markdown: per split, the class-discovery diagnostic of each row that has it (mean over pairs):
+    adjusted Rand index of k-means with K = the number of classes on both domains' evaluated
+    embeddings together, and how evenly its clusters hold both domains (balance)."""
+    lines = []
+    for split, rows in res.get("class_discovery", {}).items():
+        pairs = max(len(v) for v in rows.values())
+        lines += [f"**class discovery, split {split}** (k-means, K = number of classes, on both domains together; "
+                  f"mean over {pairs} pairs; last epoch; seed {res['seed']})", "",
+                  "| row | adjusted Rand index | balance |", "|---|---:|---:|"]
+        for row in sorted(rows, key=lambda m: TABLE_ORDER.index(m) if m in TABLE_ORDER else len(TABLE_ORDER)):
+            vals = list(rows[row].values())
+            lines.append(f"| {row} | {np.mean([v['adjusted_rand'] for v in vals]):.2f} | "
+                         f"{np.mean([v['balance'] for v in vals]):.2f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -113,3 +113,119 @@ def test_alignment_keys_are_config_keys_with_ranges():
     with pytest.raises(ValueError, match="alignment must be one of none, centred, harmony"):
         cfg.with_overrides(["alignment=coral"])
     assert np.isfinite(cfg.alignment_params.harmony_sigma)
+
+
+def _offset_pair(seed=0, n=60, d=12, shift=10.0):
+    """Three classes; domain B is domain A's class structure moved far along one axis."""
+    from ucdir_core.base.pair import DomainPair
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], n // 3)
+    centres = rng.normal(0, 1, (3, d))
+    a = centres[y] + 0.3 * rng.normal(0, 1, (n, d))
+    b = centres[y] + 0.3 * rng.normal(0, 1, (n, d))
+    b[:, 0] += shift
+    return DomainPair(a.astype(np.float32), b.astype(np.float32)), DomainPair(y, y)
+
+
+def test_compare_alignment_measures_the_same_embeddings_before_and_after_the_stage():
+    from ucdir_core.companion import compare_alignment
+    from ucdir_core.config.presets import get_preset
+    from ucdir_core.evaluation.alignment import mixing_and_agreement
+    from ucdir_core.evaluation.metrics import retrieval_report
+
+    emb, labels = _offset_pair()
+    cfg = get_preset("digits").replace(domains=("a", "b"), eval_ks=(1, 5))
+    out = compare_alignment(emb, emb, labels, cfg, cfg.alignment_params.replace(alignment="centred"))
+    keys = {"eval", "domain_mixing", "class_agreement", "adjusted_rand", "balance"}
+    assert set(out) == {"before", "after"} and set(out["before"]) == set(out["after"]) == keys
+    raw = retrieval_report(emb.a, labels.a, emb.b, labels.b, (1, 5), names=("a", "b"))
+    for direction, metrics in raw.items():
+        assert out["before"]["eval"][direction] == pytest.approx(metrics)
+    assert out["before"]["domain_mixing"] == pytest.approx(
+        mixing_and_agreement(emb.a, labels.a, emb.b, labels.b)["domain_mixing"])
+    # centring removes the offset: the domains mix, and k-means's clusters hold both domains
+    assert out["before"]["domain_mixing"] < 0.05 < 0.5 < out["after"]["domain_mixing"]
+    assert out["before"]["balance"] < 0.3 < 0.8 < out["after"]["balance"]
+    assert out["after"]["eval"]["a->b"]["P@1"] > out["before"]["eval"]["a->b"]["P@1"]
+    with pytest.raises(ValueError, match="alignment=none"):
+        compare_alignment(emb, emb, labels, cfg, cfg.alignment_params)
+
+
+def test_run_alignment_of_a_finished_run_is_its_history_and_writes_nothing(aligned_run):
+    from ucdir_core.companion import run_alignment
+
+    cfg, run, history = aligned_run
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    out = run_alignment(run, cfg.alignment_params)
+    for direction, metrics in history[-1]["eval"].items():
+        assert out["before"]["eval"][direction] == pytest.approx(metrics, abs=1e-6)
+    for direction, metrics in history[-1]["aligned"]["eval"].items():
+        assert out["after"]["eval"][direction] == pytest.approx(metrics, abs=1e-6)
+    assert out["after"]["domain_mixing"] == pytest.approx(history[-1]["aligned"]["domain_mixing"])
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+# ----------------------------------------------------------------------------- retrieval with the run's alignment
+def test_an_aligned_runs_indexes_hold_each_domains_corrected_embeddings(aligned_run):
+    from ucdir_core.base.io import file_digest
+
+    cfg, run, _ = aligned_run
+    model = AlignmentModel.load(run / runs.ALIGNMENT)
+    raw = load_trained(run).embedder.test_embeddings()
+    for side, domain in enumerate(cfg.domains):
+        meta = json.loads((run / "index" / domain / "meta.json").read_text())
+        assert meta["alignment"] == {"alignment": "harmony", "file": runs.ALIGNMENT,
+                                     "digest": file_digest(run / runs.ALIGNMENT), "as": domain}
+        rows = np.load(run / "index" / domain / "embeddings.npy", allow_pickle=False)
+        np.testing.assert_allclose(rows, model.apply(raw[side].numpy(), side), atol=1e-5)
+
+
+def test_retrieve_aligns_the_query_and_the_gallery_the_same_way(aligned_run, digits_root, capsys, tmp_path):
+    import shutil
+
+    from test_index import brute_force, query_of, retrieve_json
+    from ucdir_core.data.images import load_image
+    from ucdir_core.inference.query import load_query_model
+
+    cfg, run, _ = aligned_run
+    query = query_of(digits_root, "handwritten", "3")
+    fast, note = retrieve_json(capsys, run, query, "--top-k", "5")
+    assert note == ""  # the index is fresh: made with this alignment stage
+    model = AlignmentModel.load(run / runs.ALIGNMENT)
+    q = model.apply(load_query_model(run).embed_images([load_image(query)]), 0)
+    gallery = model.apply(load_trained(run).embedder.test_embeddings().b.numpy(), 1)
+    order, scores = brute_force(gallery, q, 5)
+    rows = np.load(run / "index" / "printed" / "embeddings.npy", allow_pickle=False)
+    np.testing.assert_allclose(rows, gallery, atol=1e-5)
+    assert [h["score"] for h in fast["results"]] == pytest.approx(scores[0].tolist(), abs=1e-5)
+    # the gallery embedded in memory (no index) is corrected the same way
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "index")
+    slow, note = retrieve_json(capsys, copy, query, "--top-k", "5")
+    assert "there is none" in note
+    assert [h["score"] for h in slow["results"]] == pytest.approx([h["score"] for h in fast["results"]], abs=1e-5)
+
+
+def test_another_alignment_stage_makes_the_index_stale(aligned_run, digits_root, capsys, tmp_path):
+    import shutil
+
+    from test_index import query_of, retrieve_json
+
+    cfg, run, _ = aligned_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    model = AlignmentModel.load(copy / runs.ALIGNMENT)
+    arrays = model.arrays()
+    arrays["corrections"] = arrays["corrections"] * 2  # another fitted stage
+    AlignmentModel(model.params, model.dim, **arrays).save(copy / runs.ALIGNMENT)
+    _, note = retrieve_json(capsys, copy, query_of(digits_root, "handwritten", "3"), "--top-k", "3")
+    assert "index printed" in note and "made with another alignment stage" in note
+    capsys.readouterr()
+    assert main(["index", str(copy)]) == 0
+    _, note = retrieve_json(capsys, copy, query_of(digits_root, "handwritten", "3"), "--top-k", "3")
+    assert note == ""
+    (copy / runs.ALIGNMENT).unlink()  # the stage gone: retrieval says so, and the aligned index is not used
+    _, note = retrieve_json(capsys, copy, query_of(digits_root, "handwritten", "3"), "--top-k", "3")
+    assert "retrieving without the run's alignment stage" in note and "not used now" in note

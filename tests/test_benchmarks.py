@@ -211,3 +211,42 @@ def test_the_readme_answer_is_computed_from_the_results_file():
     root = Path(__file__).resolve().parents[1]
     text = answer_paragraph(json.loads((root / "results" / "pacs.json").read_text()))
     assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())
+
+
+def test_aligned_rows_follow_their_own_rows_in_the_tables():
+    from benchmarks.pacs import ALIGNED_ROWS, TABLE_ORDER
+
+    for row, base in ALIGNED_ROWS.items():
+        assert TABLE_ORDER.index(row) == TABLE_ORDER.index(base) + 1
+    assert TABLE_ORDER[-1] == "oracle"
+
+
+def test_discovery_table_averages_over_pairs_per_row():
+    from benchmarks.pacs import discovery_table
+
+    res = {"seed": 0, "class_discovery": {"full": {
+        "full+harmony": {"a-b": {"adjusted_rand": 0.4, "balance": 0.9}, "a-c": {"adjusted_rand": 0.2, "balance": 0.7}},
+        "full": {"a-b": {"adjusted_rand": 0.3, "balance": 0.5}, "a-c": {"adjusted_rand": 0.1, "balance": 0.3}}}}}
+    text = discovery_table(res)
+    assert "mean over 2 pairs" in text
+    assert "| full | 0.20 | 0.40 |" in text and "| full+harmony | 0.30 | 0.80 |" in text
+    assert text.index("| full |") < text.index("| full+harmony |")
+
+
+def test_aligned_rows_fit_harmony_with_the_regimes_settings_on_the_right_embeddings(monkeypatch):
+    import benchmarks.pacs as bench
+
+    calls = []
+    monkeypatch.setattr(bench.C, "compare_alignment", lambda *a: calls.append(("features", a)) or "cmp")
+    monkeypatch.setattr(bench.C, "run_alignment", lambda *a: calls.append(("run", a)) or "cmp")
+    monkeypatch.setattr(bench, "run_row", lambda cfg, row, runs: calls.append(("trained", row)))
+    cfg = base_config("x").replace(domains=("photo", "sketch")).with_overrides(["harmony_theta=2"])
+    features = {"train": "TRAIN", "test": "TEST", "test_labels": "LABELS"}
+    assert bench.run_aligned_row(cfg, "baseline+harmony", Path("runs"), features) == "cmp"
+    kind, (train, test, labels, _, params) = calls.pop()
+    assert (kind, train, test, labels) == ("features", "TRAIN", "TEST", "LABELS")
+    assert (params.alignment, params.harmony_theta) == ("harmony", 2.0)
+    assert bench.run_aligned_row(cfg, "protoot+harmony", Path("runs"), features) == "cmp"
+    (_, trained), (kind, (run_dir, params)) = calls
+    assert trained == "protoot" and run_dir == Path("runs") / bench.C.run_name(cfg, "protoot")
+    assert params.alignment == "harmony"

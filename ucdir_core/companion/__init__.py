@@ -16,8 +16,8 @@ from ucdir_core.align.params import AlignmentParams
 from ucdir_core.companion.display import (CONFIG_KEYS, DISPLAY_DPI, GRID_DISPLAY_DPI, CaptionedFigure, config_table,
                                           show_figure, transient_log)
 from ucdir_core.companion.experiments import (SMOKE, aligned_embeddings, anchor_rows, baseline_report, class_names,
-                                              embedding_diagnostics, full_row, method_runs, method_title,
-                                              notebook_config, run_embeddings, run_name, summary, switch_on_epochs,
+                                              compare_alignment, embedding_diagnostics, full_row, method_runs, method_title,
+                                              notebook_config, run_alignment, run_embeddings, run_name, summary, switch_on_epochs,
                                               tables_by_training, train_or_load, untrained_features)
 from ucdir_core.companion.paths import (OutputDirs, config_text, dataset_location, dataset_name, display_path,
                                         output_dirs, project_root, results_path)
@@ -32,10 +32,10 @@ from ucdir_core.evaluation.metrics import per_query_precision
 __all__ = [
     "CONFIG_KEYS", "CaptionedFigure", "DISPLAY_DPI", "GRID_DISPLAY_DPI", "SMOKE", "OutputDirs", "ablation_histories",
     "ablation_over_directions", "anchor_rows", "baseline_report",
-    "class_names", "config_table", "config_text", "counts_table", "dataset_location", "dataset_name", "display_path",
+    "class_names", "compare_alignment", "config_table", "config_text", "counts_table", "dataset_location", "dataset_name", "display_path",
     "AlignmentParams", "aligned_embeddings", "alignment_answer", "alignment_settings", "embedding_diagnostics", "evaluated_paths", "full_row", "method_runs", "method_title", "ROWS", "row_config", "has_alignment", "last_best_table", "latex_table", "load_results", "markdown_table",
     "mean_over_directions", "metric_order", "notebook_config", "output_dirs", "per_query_precision", "project_root",
-    "provenance", "quantile_queries", "results_path", "retrieval_grid", "run_embeddings", "run_name", "sample_grid",
+    "provenance", "quantile_queries", "results_path", "retrieval_grid", "run_alignment", "run_embeddings", "run_name", "sample_grid",
     "save_tables", "show_figure", "summary", "switch_on_epochs", "tables_by_training", "tables_from_results",
     "train_or_load", "transient_log",
     "untrained_features",

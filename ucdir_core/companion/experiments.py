@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ucdir_core.align.params import AlignmentParams
-from ucdir_core.align.stage import AlignmentModel
+from ucdir_core.align.stage import AlignmentModel, fit_alignment
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.base.seeding import seed_model_init
+from ucdir_core.base.seeding import forked_rng, seed_model_init
 from ucdir_core.companion.paths import OutputDirs, dataset_name, project_root
 from ucdir_core.config.presets import PRESETS, get_preset, preset_for_method
 from ucdir_core.config.rows import row_config
@@ -221,6 +221,50 @@ def embedding_diagnostics(emb: DomainPair[np.ndarray], labels: DomainPair[np.nda
             "mAP": float(np.mean([m["mAP"] for m in report.values()])),
             **mixing_and_agreement(emb.a, labels.a, emb.b, labels.b),
             **class_discovery(emb.a, emb.b, labels.a, labels.b, k, seed=cfg.seed)}
+
+
+def compare_alignment(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray], labels: DomainPair[np.ndarray],
+                      cfg: RunConfig, params: AlignmentParams) -> dict[str, dict[str, Any]]:
+    """One encoder's evaluated embeddings before and after the alignment stage ``params`` names,
+    fitted on ``train`` (the training images' embeddings, the domain as the batch variable, no
+    label) and applied to ``test`` (the evaluated images'; the same images under the full split).
+    Labels are read only for the measures.
+
+    Shape:
+        train: pair of (N_d, dim); test: pair of (M_d, dim); labels: pair of (M_d,).
+
+    Returns:
+        ``{"before": m, "after": m}``, each ``m`` = ``{"eval": {direction: P@k and mAP at cfg.eval_ks},
+        "domain_mixing", "class_agreement", "adjusted_rand", "balance"}`` (the last two:
+        :func:`~ucdir_core.evaluation.alignment.class_discovery` with K = the number of classes).
+
+    Raises:
+        ValueError: ``params.alignment`` is ``none``, or embeddings of mismatched width.
+    """
+    if params.alignment == "none":
+        raise ValueError("compare_alignment needs an alignment stage, got alignment=none")
+    with forked_rng(params.harmony_seed):
+        model = fit_alignment(params, train.a, train.b)
+    k = len(np.unique(np.r_[labels.a, labels.b]))
+
+    def measures(emb: DomainPair[np.ndarray]) -> dict[str, Any]:
+        a, b = (np.ascontiguousarray(x, dtype=np.float32) for x in emb)
+        return {"eval": retrieval_report(torch.from_numpy(a), labels.a, torch.from_numpy(b), labels.b, cfg.eval_ks,
+                                         names=tuple(cfg.domains)),
+                **mixing_and_agreement(a, labels.a, b, labels.b),
+                **class_discovery(a, b, labels.a, labels.b, k, seed=cfg.seed)}
+
+    return {"before": measures(test), "after": measures(DomainPair(model.apply(test.a, 0), model.apply(test.b, 1)))}
+
+
+def run_alignment(run_dir: str | Path, params: AlignmentParams, which: str = "last") -> dict[str, dict[str, Any]]:
+    """:func:`compare_alignment` of a trained run's key-encoder embeddings (fitted on its training
+    images, applied to its evaluated images). Writes nothing into ``run_dir``."""
+    trained = load_trained(run_dir, which)
+    numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    return compare_alignment(trained.embedder.train_embeddings().map(numpy),
+                             trained.embedder.test_embeddings().map(numpy),
+                             trained.inputs.map(lambda d: np.asarray(d.test_labels)), trained.cfg, params)
 
 
 def switch_on_epochs(cfg: RunConfig) -> dict[str, int | None]:

@@ -15,10 +15,13 @@ One index is one folder (``RUN/index/<name>/``), written whole or not at all
   its bytes), ``files`` (``[relative path, bytes, mtime_ns, digest]`` per row, as in
   ``dataset.json``), ``domains`` (the domain of each row), ``skipped`` (files of a folder that are
   no readable image), ``dim``, ``count``, ``faiss`` (which index, with its settings) and
-  ``alignment`` (``null``: the embeddings are the key encoder's, uncorrected).
+  ``alignment`` (``null``: the embeddings are the key encoder's, uncorrected; otherwise the run's
+  alignment stage that corrected them, ``{"alignment", "file", "digest", "as"}``, ``as`` naming the
+  run's domain whose correction the rows got).
 
 Freshness (:func:`stale_reason`): an index answers for a checkpoint only if it was built from the
-very bytes of that checkpoint file and every gallery file it lists is still there with the same
+very bytes of that checkpoint file, with the same alignment stage (its file's bytes, or none), and
+every gallery file it lists is still there with the same
 size and bytes (a file whose modification time changed is hashed again; a copy with new times is
 the same file). Images added to a gallery folder after it was indexed are not seen until the index
 is built again.
@@ -141,7 +144,8 @@ class GalleryIndex:
 
 
 def gallery_meta(name: str, kind: str, source: str, root: str | Path, paths: Sequence[str], domains: Sequence[str],
-                 dim: int, checkpoint: dict[str, Any], skipped: Sequence[str] = ()) -> dict[str, Any]:
+                 dim: int, checkpoint: dict[str, Any], skipped: Sequence[str] = (),
+                 alignment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``meta.json`` of an index of ``paths`` (one row each, in order), hashing every file
     (:func:`~ucdir_core.data.identity.file_entries`; a file hashed before in this process is not
     read again).
@@ -149,6 +153,8 @@ def gallery_meta(name: str, kind: str, source: str, root: str | Path, paths: Seq
     Args:
         checkpoint: ``{"file": "last.pt", "epoch": 4, "digest": ...}``, the checkpoint whose key
             encoder made the embeddings.
+        alignment: the alignment stage that corrected them, ``{"alignment", "file", "digest", "as"}``
+            (None: uncorrected).
 
     Raises:
         FileNotFoundError: a file that is gone.
@@ -157,7 +163,7 @@ def gallery_meta(name: str, kind: str, source: str, root: str | Path, paths: Seq
     return {"format": FORMAT, "name": name, "kind": kind, "source": source, "root": str(root),
             "checkpoint": dict(checkpoint), "files": file_entries(list(paths), root), "domains": list(domains),
             "skipped": [_relative(p, root) for p in skipped], "dim": int(dim), "count": len(paths),
-            "alignment": None, "created": time.time()}
+            "alignment": dict(alignment) if alignment else None, "created": time.time()}
 
 
 def _relative(path: str | Path, root: Path) -> str:
@@ -246,10 +252,13 @@ def read_index(folder: str | Path, root: str | Path | None = None, embeddings: b
     return GalleryIndex(meta, index, Path(meta["root"] if root is None else root), emb)
 
 
-def stale_reason(meta: dict[str, Any], checkpoint_digest: str, root: str | Path) -> str | None:
+def stale_reason(meta: dict[str, Any], checkpoint_digest: str, root: str | Path,
+                 alignment_digest: str | None = None) -> str | None:
     """Why an index no longer answers for the checkpoint whose bytes have ``checkpoint_digest``
-    (None: it does): another format, another checkpoint, or a gallery file gone or changed. Reads
-    no file whose size and modification time are as recorded; hashes one whose time changed.
+    and the alignment stage whose file has ``alignment_digest`` (None: no alignment) (None: it
+    does): another format, another checkpoint, another alignment, or a gallery file gone or
+    changed. Reads no file whose size and modification time are as recorded; hashes one whose
+    time changed.
 
     Example: ``"it was made from another last.pt (epoch 3)"``, ``"photo/dog/001.jpg changed"``.
     """
@@ -258,6 +267,11 @@ def stale_reason(meta: dict[str, Any], checkpoint_digest: str, root: str | Path)
     ck = meta.get("checkpoint", {})
     if ck.get("digest") != checkpoint_digest:
         return f"it was made from another {ck.get('file', 'checkpoint')} (epoch {ck.get('epoch')})"
+    made = (meta.get("alignment") or {}).get("digest")
+    if made != alignment_digest:
+        return ("it was made without the run's alignment stage" if made is None else
+                "it was made with another alignment stage" if alignment_digest else
+                "it was made with an alignment stage that is not used now")
     base = os.fspath(root)
     for rel, size, mtime_ns, digest in meta["files"]:
         path = os.path.join(base, rel)  # strings, not Paths: a stat per file is the whole cost
@@ -278,10 +292,11 @@ def index_name(base: str, which: str = "last") -> str:
 
 def write_domain_indexes(run_dir: str | Path, domains: Sequence[str], embeddings: Sequence[Any],
                          paths: Sequence[Sequence[str]], root: str | Path, checkpoint: dict[str, Any],
-                         which: str = "last") -> list[GalleryIndex]:
+                         which: str = "last", alignment: dict[str, Any] | None = None) -> list[GalleryIndex]:
     """One index per domain of a run (``RUN/index/<domain>/``, ``<domain>@best`` for ``best``): its
     evaluated images ``paths[i]`` (relative to the dataset ``root``) and their ``embeddings[i]`` by
-    the key encoder of ``checkpoint``. The caller holds the run folder's lock.
+    the key encoder of ``checkpoint`` (corrected by the alignment stage ``alignment`` names, when
+    given, each by its own domain's correction). The caller holds the run folder's lock.
 
     Shape:
         embeddings[i]: (len(paths[i]), dim).
@@ -290,6 +305,7 @@ def write_domain_indexes(run_dir: str | Path, domains: Sequence[str], embeddings
     for domain, emb, files in zip(domains, embeddings, paths):
         emb = np.asarray(emb, dtype=np.float32)
         name = index_name(domain, which)
-        meta = gallery_meta(name, "domain", domain, root, files, [domain] * len(files), emb.shape[1], checkpoint)
+        meta = gallery_meta(name, "domain", domain, root, files, [domain] * len(files), emb.shape[1], checkpoint,
+                            alignment={**alignment, "as": domain} if alignment else None)
         out.append(write_index(Path(run_dir) / INDEX_FOLDER / name, meta, emb))
     return out

@@ -25,7 +25,7 @@ from ucdir_core.base.text import printable
 from ucdir_core.data.locations import resolve_root
 from ucdir_core.evaluation.index import (INDEX_FOLDER, GalleryIndex, gallery_meta, index_name, read_index,
                                          stale_reason, write_domain_indexes, write_index)
-from ucdir_core.inference.query import checkpoint_path, image_files, load_query_model
+from ucdir_core.inference.query import checkpoint_path, image_files, load_query_model, run_alignment_model
 from ucdir_core.training import runs
 
 #: the files of an export (``ucdir index RUN --export DIR``)
@@ -51,8 +51,9 @@ def check_name(name: str) -> str:
 
 
 def fresh_index(run_dir: str | Path, name: str, checkpoint_digest: str, dataset_root: str | Path,
-                embeddings: bool = False) -> tuple[GalleryIndex | None, str]:
-    """The run's index ``name`` if it answers for the checkpoint with ``checkpoint_digest``
+                embeddings: bool = False, alignment_digest: str | None = None) -> tuple[GalleryIndex | None, str]:
+    """The run's index ``name`` if it answers for the checkpoint with ``checkpoint_digest`` and the
+    alignment stage with ``alignment_digest`` (None: none)
     (:func:`~ucdir_core.evaluation.index.stale_reason`), and otherwise None and why not (``"there is
     none"``, ``"it was made from another last.pt (epoch 3)"``, ``"A/cat/1.png changed"``, ...). A
     domain's index is read relative to ``dataset_root`` (the run's dataset, where it is now); a
@@ -65,7 +66,7 @@ def fresh_index(run_dir: str | Path, name: str, checkpoint_digest: str, dataset_
         return None, str(exc)
     if g.meta.get("kind") == "domain":
         g.root = Path(dataset_root)
-    reason = stale_reason(g.meta, checkpoint_digest, g.root)
+    reason = stale_reason(g.meta, checkpoint_digest, g.root, alignment_digest)
     return (g, "") if reason is None else (None, reason)
 
 
@@ -83,7 +84,9 @@ class IndexResult:
         m = self.index.meta
         ck = m["checkpoint"]
         what = (f"{m['count']} images of {printable(m['source'])}, {ck['file']} (epoch {ck['epoch']}), {m['faiss']}"
-                + (f", {len(m['skipped'])} unreadable files skipped" if m.get("skipped") else ""))
+                + (f", {len(m['skipped'])} unreadable files skipped" if m.get("skipped") else "")
+                + (f", aligned by the run's {m['alignment']['alignment']} stage as {m['alignment']['as']}"
+                   if m.get("alignment") else ""))
         return f"{printable(self.folder)}: {'written' if self.built else 'up to date'} ({what})"
 
 
@@ -127,7 +130,11 @@ def index_run(run_dir: str | Path, which: str = "last", gallery: str | Path | No
             raise DataError(f"gallery folder {printable(gallery)} holds no image files")
         targets = [name]
     digest = file_digest(path)
-    found = {t: fresh_index(run_dir, t, digest, root, embeddings=True)[0] for t in targets}
+    _, record, why = run_alignment_model(run, which)
+    if why:
+        log(f"note: indexing without the run's alignment stage: {why}")
+    aligned = record["digest"] if record else None
+    found = {t: fresh_index(run_dir, t, digest, root, embeddings=True, alignment_digest=aligned)[0] for t in targets}
     if gallery is not None and found[name] is not None and not _same_folder(found[name], folder, files):
         found[name] = None
     stale = [t for t in targets if found[t] is None]
@@ -153,12 +160,15 @@ def _write_domains(run_dir: str | Path, which: str, names: Sequence[str], progre
 
     trained = load_trained(run_dir, which, progress=progress)  # the run's data, checked against dataset.json
     cfg = trained.cfg
+    stage, record, _ = run_alignment_model(runs.RunFolder(run_dir), which)
     sides = [i for i, d in enumerate(cfg.domains) if index_name(d, which) in names]
     emb = [embed(trained.model.encoder_k, trained.inputs[i].test_eval, trained.device, cfg.eval_batch_size,
                  cfg.workers, progress, desc=f"embed {cfg.domains[i]}").cpu().numpy() for i in sides]
+    if stage is not None:
+        emb = [stage.apply(e, i) for i, e in zip(sides, emb)]
     written = write_domain_indexes(run_dir, [cfg.domains[i] for i in sides], emb,
                                    [trained.inputs[i].test_eval.paths for i in sides], resolve_root(cfg),
-                                   trained.checkpoint, which)
+                                   trained.checkpoint, which, alignment=record)
     return {g.meta["name"]: g for g in written}
 
 
@@ -172,7 +182,9 @@ def folder_gallery(run_dir: str | Path, which: str, name: str, folder: Path, fil
                    progress: bool = False, log: Callable[[str], None] = print, model=None) -> tuple[dict, np.ndarray]:
     """The meta and embeddings of an index of the image folder ``folder`` (its ``files``, by default
     all its images), by the key encoder of checkpoint ``which`` (or of ``model``, a loaded
-    :class:`~ucdir_core.inference.query.QueryModel`). Each row's domain is the folder's name.
+    :class:`~ucdir_core.inference.query.QueryModel`). Each row's domain is the folder's name. With
+    the run's alignment stage, its rows are corrected as images of the run's second domain (the
+    domain a query from neither domain's folder searches; such a query is corrected as the first's).
 
     Raises:
         DataError: no readable image among them.
@@ -182,9 +194,11 @@ def folder_gallery(run_dir: str | Path, which: str, name: str, folder: Path, fil
     emb, kept, skipped = model.embed_files([str(f) for f in files], progress=progress, log=log)
     if not kept:
         raise DataError(f"gallery folder {printable(folder)} holds no readable image")
+    second = model.cfg.domains[1]
+    record = {**model.alignment_record, "as": second} if model.alignment_record else None
     meta = gallery_meta(name, "folder", str(folder), folder, kept, [folder.name] * len(kept), emb.shape[1],
-                        model.checkpoint, skipped)
-    return meta, emb
+                        model.checkpoint, skipped, alignment=record)
+    return meta, model.align(emb, second)
 
 
 def export(indexes: Sequence[GalleryIndex], out: str | Path) -> tuple[Path, Path]:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import DataError, RunError
-from ucdir_core.base.io import load_checkpoint_digest
+from ucdir_core.base.io import file_digest, load_checkpoint_digest
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.images import is_image_name, load_image
 from ucdir_core.data.inputs import QueryInputs, query_inputs
@@ -42,17 +43,59 @@ def checkpoint_path(run: runs.RunFolder, which: str) -> Path:
     return path
 
 
+def run_alignment_model(run: runs.RunFolder, which: str) -> tuple[AlignmentModel | None, dict | None, str | None]:
+    """The alignment stage that goes with checkpoint ``which`` of a run trained with one
+    (``--set alignment=harmony``): ``(model, {"alignment", "file", "digest"}, None)``; otherwise
+    ``(None, None, why)``, ``why`` None when the run has no alignment stage. The stage kept in the
+    run folder (``alignment.npz``) was fitted on the last epoch's training embeddings: it goes with
+    ``last``; ``best`` of an earlier epoch is used without it (``why`` says so).
+
+    Raises:
+        RunError: an ``alignment.npz`` that is not an alignment model (one line naming it).
+    """
+    name = run.config().alignment_params.alignment
+    if name == "none":
+        return None, None, None
+    path = run.file(runs.ALIGNMENT)
+    if not path.is_file():
+        return None, None, (f"the run was trained with alignment={name} but has no {runs.ALIGNMENT} (it is written "
+                            "when training ends)")
+    if which != "last":
+        return None, None, f"its {runs.ALIGNMENT} was fitted for {runs.LAST}, not {CHECKPOINTS.get(which, which)}"
+    try:
+        model = AlignmentModel.load(path)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    return model, {"alignment": model.alignment, "file": runs.ALIGNMENT, "digest": file_digest(path)}, None
+
+
 @dataclass
 class QueryModel:
     """A run's key encoder (the one the reference evaluates and galleries are embedded with), in
     eval mode, with the inputs it takes and which checkpoint it comes from: ``{"file", "epoch"
-    (0-based, as in the history), "digest" (BLAKE2b of the checkpoint's bytes)}``."""
+    (0-based, as in the history), "digest" (BLAKE2b of the checkpoint's bytes)}``; and the run's
+    alignment stage when it has one for this checkpoint (:func:`run_alignment_model`: the model,
+    its record ``{"alignment", "file", "digest"}``, or why it is not used)."""
 
     cfg: RunConfig
     encoder: Encoder
     inputs: QueryInputs
     device: torch.device
     checkpoint: dict[str, Any]
+    alignment: AlignmentModel | None = None
+    alignment_record: dict[str, Any] | None = None
+    alignment_note: str | None = None
+
+    def align(self, embeddings: np.ndarray, domain: str) -> np.ndarray:
+        """``embeddings`` of images of the run's domain ``domain`` corrected by the run's alignment
+        stage (unchanged without one).
+
+        Shape:
+            (n, dim) -> (n, dim) float32.
+        """
+        if self.alignment is None or len(embeddings) == 0:
+            return embeddings
+        return self.alignment.apply(embeddings, list(self.cfg.domains).index(domain))
 
     @torch.no_grad()
     def embed_images(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
@@ -122,7 +165,7 @@ def load_query_model(run_dir: str | Path, which: str = "last") -> QueryModel:
         ValueError: ``which`` is neither ``last`` nor ``best``.
         FileNotFoundError: no run or no such checkpoint.
         RunError: a checkpoint that is unreadable, of another config, or without a key encoder
-            that fits the config's model (one line naming the file).
+            that fits the config's model, or an unreadable alignment stage (one line naming the file).
     """
     run = runs.RunFolder(run_dir)
     cfg = run.config()
@@ -143,7 +186,8 @@ def load_query_model(run_dir: str | Path, which: str = "last") -> QueryModel:
     if inputs.trunk is not None:
         inputs.trunk.to(device).eval()
     return QueryModel(cfg, encoder, inputs, device,
-                      {"file": path.name, "epoch": runs.checkpoint_epoch(state), "digest": digest})
+                      {"file": path.name, "epoch": runs.checkpoint_epoch(state), "digest": digest},
+                      *run_alignment_model(run, which))
 
 
 def image_files(folder: str | Path) -> list[Path]:

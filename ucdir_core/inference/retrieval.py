@@ -100,6 +100,11 @@ def retrieve(run_dir: str | Path, query: str | Path, gallery_domain: str | None 
     DIR --name NAME``). A fresh index is searched as it is; otherwise the gallery is embedded in
     memory and ``note`` gets one line saying why and naming ``ucdir index RUN``. Writes nothing.
 
+    A run trained with an alignment stage (``--set alignment=harmony``; its ``alignment.npz``, which
+    goes with ``last.pt``) aligns the queries and the gallery the same way: each query corrected as
+    images of its own domain (a query from neither domain's folder: as the domain other than the
+    one searched), each gallery row as its domain's (a folder's: as the run's second domain).
+
     Raises:
         DataError: a gallery domain not of the run, or a query that is no readable image.
         ValueError: ``top_k`` below 1; both ``gallery_domain`` and ``index``.
@@ -125,8 +130,14 @@ def retrieve(run_dir: str | Path, query: str | Path, gallery_domain: str | None 
     root = resolve_root(cfg)
     queries = model.embed_images(images)
     source = [domain_of(f, root, domains) for f in files]
-    wanted = [index or index_name(gallery_domain or (domains[1 - domains.index(d)] if d else domains[1]), which)
-              for d in source]
+    searched = [gallery_domain or (domains[1 - domains.index(d)] if d else domains[1]) for d in source]
+    wanted = [index or index_name(g, which) for g in searched]
+    if model.alignment is not None:  # each query corrected as its own domain; from neither: as the other one
+        for i, (d, g) in enumerate(zip(source, searched)):
+            own = d or (domains[0] if index or g == domains[1] else domains[1])
+            queries[i] = model.align(queries[i:i + 1], own)[0]
+    elif model.alignment_note and note:
+        note(f"retrieving without the run's alignment stage: {model.alignment_note}")
     galleries = _Galleries(run_dir, which, model, root, note or (lambda line: None))
     rows: dict[str, list[int]] = {}
     for i, name in enumerate(wanted):
@@ -161,7 +172,9 @@ class _Galleries:
         return self._open[name]
 
     def _load(self, name: str) -> GalleryIndex:
-        g, reason = fresh_index(self.run_dir, name, self.model.checkpoint["digest"], self.root)
+        record = self.model.alignment_record
+        g, reason = fresh_index(self.run_dir, name, self.model.checkpoint["digest"], self.root,
+                                alignment_digest=record["digest"] if record else None)
         if g is not None:
             return g
         domain = next((d for d in self.model.cfg.domains if index_name(d, self.which) == name), None)
@@ -194,6 +207,7 @@ class _Galleries:
         side = list(cfg.domains).index(domain)
         data = trained.inputs[side].test_eval
         emb = embed(trained.model.encoder_k, data, trained.device, cfg.eval_batch_size, cfg.workers)
+        record = self.model.alignment_record
         meta = gallery_meta(name, "domain", domain, self.root, data.paths, [domain] * len(data.paths), emb.shape[1],
-                            trained.checkpoint)
-        return in_memory(meta, emb.cpu().numpy(), self.root)
+                            trained.checkpoint, alignment={**record, "as": domain} if record else None)
+        return in_memory(meta, self.model.align(emb.cpu().numpy(), domain), self.root)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base import distributed as D
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import RunError
@@ -126,7 +127,8 @@ def _train(cfg: RunConfig, run_dir: str | Path, resume: bool, progress: bool, al
 
 def write_indexes(trainer: Trainer, log: Callable[[str], None] = print) -> None:
     """Each domain's gallery index of the trained run (``RUN/index/<domain>/``): its evaluated
-    images embedded by the key encoder ``last.pt`` holds (the trainer's, at the end of ``fit``), as
+    images embedded by the key encoder ``last.pt`` holds (the trainer's, at the end of ``fit``),
+    corrected by the run's alignment stage when it has one (``alignment.npz``), as
     ``ucdir retrieve`` searches them and ``ucdir index RUN`` would write them. Process 0, under the
     run folder's lock."""
     run = trainer.run
@@ -134,9 +136,14 @@ def write_indexes(trainer: Trainer, log: Callable[[str], None] = print) -> None:
     if not last.exists():
         return
     cfg = trainer.cfg
-    embeddings = trainer.embedder.test_embeddings()
+    embeddings = [e.float().cpu().numpy() for e in trainer.embedder.test_embeddings()]
     checkpoint = {"file": runs.LAST, "epoch": trainer.next_epoch - 1, "digest": file_digest(last)}
-    written = write_domain_indexes(run.path, cfg.domains, [e.float().cpu().numpy() for e in embeddings],
-                                   [d.test_eval.paths for d in trainer.inputs], resolve_root(cfg), checkpoint)
+    stage, record = run.file(runs.ALIGNMENT), None
+    if cfg.alignment_params.alignment != "none" and stage.exists():  # the run's alignment stage, fitted for last.pt
+        model = AlignmentModel.load(stage)
+        embeddings = [model.apply(e, side) for side, e in enumerate(embeddings)]
+        record = {"alignment": model.alignment, "file": runs.ALIGNMENT, "digest": file_digest(stage)}
+    written = write_domain_indexes(run.path, cfg.domains, embeddings, [d.test_eval.paths for d in trainer.inputs],
+                                   resolve_root(cfg), checkpoint, alignment=record)
     log("gallery indexes: " + ", ".join(f"{run.path / runs.INDEX / g.meta['name']} ({g.meta['count']} images)"
                                         for g in written))
