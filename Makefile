@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev,notebooks]"
 	touch $@
 
-## Run every notebook in order with papermill (DATA=digits or a dataset root such as ../shared/data/pacs).
+## Run every notebook in order with papermill (DATA=digits or a dataset root such as ../shared/data/pacs), on one
+## thread: the README's digits numbers are bit-identical then (more threads reorder float sums).
 reproduce: install
-	$(BIN)/python -m ucdir_core.companion.notebooks run --data $(DATA) $(if $(PARAMS),--parameters $(PARAMS),)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m ucdir_core.companion.notebooks run --data $(DATA) $(if $(PARAMS),--parameters $(PARAMS),)
 
 ## The executed PACS reproduction, committed in reports/pacs/ (figures in figures/pacs/): the six notebooks on
 ## PACS with notebooks/params/pacs.yaml, from results/pacs.json and the benchmark's run folders in runs/pacs

@@ -127,6 +127,7 @@ def main(argv=None) -> int:
                 doc["settings"][setting_name(s)].setdefault(key, {})[row] = measures(cmp["after"])
             print(f"{key} {row}: {len(settings())} settings ({(time.time() - t0) / 60:.1f} min)", flush=True)
     doc["chosen"] = chosen(doc)
+    doc["chosen_params"] = next(s for s in settings() if setting_name(s) == doc["chosen"])
     doc["wall_seconds"] = time.time() - t0
     write_json(Path(args.out), doc)
     print(tuning_table(doc))

@@ -229,3 +229,18 @@ def test_another_alignment_stage_makes_the_index_stale(aligned_run, digits_root,
     (copy / runs.ALIGNMENT).unlink()  # the stage gone: retrieval says so, and the aligned index is not used
     _, note = retrieve_json(capsys, copy, query_of(digits_root, "handwritten", "3"), "--top-k", "3")
     assert "retrieving without the run's alignment stage" in note and "not used now" in note
+
+
+def test_harmonys_settings_are_no_difference_between_runs_that_do_not_align_with_it():
+    """A run trained without Harmony is the same run whatever its (unread) harmony_* settings: a
+    changed default must not make every finished run look like another config."""
+    from ucdir_core.config.presets import get_preset
+    from ucdir_core.config.run import config_differences
+
+    cfg = get_preset("pacs")
+    saved = cfg.with_overrides(["harmony_theta=3", "harmony_pcs=7"]).to_dict()
+    assert config_differences(saved, cfg) == []
+    assert config_differences(saved, cfg.with_overrides(["alignment=centred"])) == ["alignment"]
+    aligned = cfg.with_overrides(["alignment=harmony"])
+    assert config_differences(saved, aligned) == ["alignment", "harmony_pcs", "harmony_theta"]
+    assert config_differences(aligned.with_overrides(["harmony_theta=3"]).to_dict(), aligned) == ["harmony_theta"]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.pacs import base_config, means_table, regime_text
@@ -250,3 +251,69 @@ def test_aligned_rows_fit_harmony_with_the_regimes_settings_on_the_right_embeddi
     (_, trained), (kind, (run_dir, params)) = calls
     assert trained == "protoot" and run_dir == Path("runs") / bench.C.run_name(cfg, "protoot")
     assert params.alignment == "harmony"
+
+
+def _tuning_doc():
+    cell = lambda p1, ap, mix: {"P@1": p1, "mAP": ap, "domain_mixing": mix, "class_agreement": 70.0,  # noqa: E731
+                                "adjusted_rand": 0.3, "balance": 0.5}
+    pairs = ("photo-sketch", "art_painting-sketch")
+    return {"none": {p: {"baseline": cell(40, 30, 0.05), "full": cell(50, 40, 0.05), "protoot": cell(55, 42, 0.05)}
+                     for p in pairs},
+            "settings": {
+                "theta 1, K 10, 20 PCs": {p: {"baseline": cell(60, 30, 0.3), "full": cell(48, 41, 0.3),
+                                              "protoot": cell(50, 43, 0.3)} for p in pairs},
+                "theta 2, K 10, 20 PCs": {p: {"baseline": cell(30, 30, 0.3), "full": cell(52, 40, 0.2),
+                                              "protoot": cell(50, 40, 0.2)} for p in pairs}}}
+
+
+def test_harmony_tuning_chooses_on_the_trained_methods_p1_and_marks_its_choice():
+    from benchmarks.harmony_tuning import CHOOSING, GRID, chosen, settings, tuning_table
+
+    doc = _tuning_doc()
+    # baseline's P@1 (60 vs 30) chooses nothing; full + protoot: 49 vs 51
+    assert CHOOSING == ("full", "protoot") and chosen(doc) == "theta 2, K 10, 20 PCs"
+    text = tuning_table(doc)
+    assert "| none (as they are) | 40.0 / 30.0 / 0.050 | 50.0 / 40.0 / 0.050 | 55.0 / 42.0 / 0.050 |" in text
+    assert "| **theta 2, K 10, 20 PCs (chosen)** |" in text and "| theta 1, K 10, 20 PCs |" in text
+    assert len(settings()) == int(np.prod([len(v) for v in GRID.values()]))
+
+
+def test_the_chosen_harmony_setting_is_the_stage_default_and_its_table_is_in_the_results_document():
+    from benchmarks.harmony_tuning import tuning_table
+    from ucdir_core.align.params import AlignmentParams
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "results" / "harmony_tuning.json").read_text())
+    defaults = AlignmentParams()
+    assert {k: getattr(defaults, k) for k in doc["chosen_params"]} == doc["chosen_params"]
+    assert doc["pairs"] == ["photo-sketch", "art_painting-sketch"]  # the tuning pairs only
+    assert tuning_table(doc) in (root / "docs" / "results.md").read_text()
+
+
+def test_the_alignment_default_rule_and_its_sentence():
+    from benchmarks.alignment_default import decide, pacs_checks, sentence
+
+    row = lambda p1: {"P@1": p1, "mAP": 10.0}  # noqa: E731
+    dirs = lambda p1: {"photo->sketch": row(0.0), "sketch->photo": row(0.0), "cartoon->photo": row(p1),  # noqa: E731
+                       "photo->cartoon": row(p1)}
+    res = {"results": {s: {"full": dirs(50.0), "full+harmony": dirs(48.0)} for s in ("full", "heldout")}}
+    checks = pacs_checks(res)
+    assert checks["pacs untouched, full"]["P@1"] == 50.0 and checks["pacs untouched, full"]["directions"] == 2
+    assert checks["pacs untouched, heldout"]["aligned P@1"] == 48.0  # the tuning pair's directions left out
+    assert not decide(checks)
+    checks["digits"] = {"P@1": 40.0, "mAP": 30.0, "aligned P@1": 41.0, "aligned mAP": 31.0}
+    doc = {"checks": checks, "align_by_default": decide(checks), "harmony_setting": "theta 2, K 30, 50 PCs"}
+    text = sentence(doc)
+    assert "does not align by default" in text and "pacs untouched, full, pacs untouched, heldout)" in text
+    assert "digits: P@1 40.0 -> 41.0" in text
+    assert decide({"digits": checks["digits"]})
+
+
+def test_the_readme_says_whether_new_data_is_aligned_by_default_from_the_results_file():
+    from benchmarks.alignment_default import sentence
+    from ucdir_core.config.presets import get_preset
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "results" / "alignment_default.json").read_text())
+    assert " ".join(sentence(doc).split()) in " ".join((root / "README.md").read_text().split())
+    assert get_preset("folder").alignment_params.alignment == ("harmony" if doc["align_by_default"] else "none")

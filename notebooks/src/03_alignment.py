@@ -13,8 +13,9 @@
 # Harmony (Korsunsky et al., Nature Methods 2019; `harmonypy`), soft k-means with a penalty that
 # makes every cluster hold both domains in proportion, then a per-cluster correction of each
 # domain's offset, fitted on the run's training embeddings with the domain as the batch variable
-# (`ucdir_core.align`). The answer below is written from this execution's numbers. The PACS
-# benchmark's 12-direction numbers are in `docs/results.md`.
+# (`ucdir_core.align`). The answer below is written from this execution's numbers; after it, the
+# benchmark's numbers over every pair are quoted from the dataset's results file when it has one
+# (`results/pacs.json`: 12 directions, both splits).
 #
 # The measures: **domain mixing** (share of each image's 10 nearest neighbours from the other
 # domain, relative to perfect mixing: 0 = apart, 1 = mixed), **class agreement** (share of the 10
@@ -56,6 +57,11 @@ display(Markdown(C.alignment_answer(table, cfg.domains) + "\n\n" + C.provenance(
                  + "; " + C.alignment_settings(C.AlignmentParams(alignment="harmony")) + ".\n\n"
                  + table.round(3).to_markdown()))
 stats = {name: table.loc[name, ["domain_mixing", "class_agreement"]].to_dict() for name in table.index}
+
+# %%
+quoted = C.benchmark_alignment_table(C.load_results(cfg.dataset))
+display(Markdown(quoted or f"`results/{cfg.dataset}.json` holds no benchmark rows with the alignment stage: "
+                 "the numbers above are this execution's only."))
 
 # %%
 panels = {name: umap_2d(np.concatenate([emb.a, emb.b]), seed=seed) for name, emb in embeddings.items()}

@@ -4,9 +4,12 @@ that a config can be read and checked without loading a model.
 Harmony: Korsunsky et al., "Fast, sensitive and accurate integration of single-cell data with
 Harmony", Nature Methods 16, 1289-1296 (2019); fitted with the ``harmonypy`` package (>= 2.1, the
 C++ port of the R "harmony2" algorithm). Every ``harmony_*`` default below is
-harmonypy's ``run_harmony`` default except ``harmony_theta`` (4, the setting first measured on PACS;
-harmonypy's is 2: a stronger diversity penalty), ``harmony_clusters`` (30, harmonypy's is ``min(N / 30, 100)``, which depends on the data) and
-``harmony_pcs`` (50, harmonypy takes principal components that the caller computed).
+harmonypy's ``run_harmony`` default except three, chosen on the PACS tuning pairs (photo<->sketch,
+art_painting<->sketch; ``python -m benchmarks.harmony_tuning``, ``results/harmony_tuning.json``: the
+highest mean P@1 of UCDIR ``full`` and ProtoOT over a grid of 18): ``harmony_theta`` 1 (harmonypy's
+is 2: a stronger diversity penalty), ``harmony_clusters`` 30 (harmonypy's is ``min(N / 30, 100)``,
+which depends on the data) and ``harmony_pcs`` 20 (harmonypy takes principal components that the
+caller computed).
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ class AlignmentParams(Params):
     owner: ClassVar[str] = "alignment"
 
     alignment: str = one_of(*ALIGNMENTS, default="none")
-    harmony_theta: float = within(NON_NEGATIVE, 4.0)  #: diversity penalty (harmonypy ``theta``; 0 = plain soft k-means)
+    harmony_theta: float = within(NON_NEGATIVE, 1.0)  #: diversity penalty (harmonypy ``theta``; 0 = plain soft k-means)
     harmony_clusters: int = within(AT_LEAST_ONE, 30)  #: number of clusters K (harmonypy ``nclust``)
-    harmony_pcs: int = within(AT_LEAST_ONE, 50)  #: principal components of the embeddings Harmony corrects
+    harmony_pcs: int = within(AT_LEAST_ONE, 20)  #: principal components of the embeddings Harmony corrects
     harmony_seed: int = within(_SEED, 0)  #: harmonypy ``random_state`` (k-means start, update order)
     harmony_sigma: float = within(POSITIVE, 0.1)  #: width of the soft assignment (harmonypy ``sigma``)
     #: the ridge penalty of each cluster's batch-effect regression is ``alpha`` times the cluster's
@@ -59,6 +62,11 @@ class AlignmentParams(Params):
     harmony_epsilon_harmony: float = within(NON_NEGATIVE, 1e-2)  #: harmonypy ``epsilon_harmony``
     #: share of the images re-assigned per block (harmonypy ``block_size``)
     harmony_block_size: float = within(_SHARE, 0.05)
+
+    def unread_keys(self) -> tuple[str, ...]:
+        """The keys this setting does not read: the ``harmony_*`` keys unless ``alignment`` is
+        ``harmony``. Two configs that differ only in keys both leave unread train the same run."""
+        return () if self.alignment == "harmony" else tuple(k for k in self.keys() if k.startswith("harmony_"))
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -23,7 +23,7 @@ from ucdir_core.companion.paths import (OutputDirs, config_text, dataset_locatio
                                         output_dirs, project_root, results_path)
 from ucdir_core.companion.qualitative import evaluated_paths, quantile_queries, retrieval_grid, sample_grid
 from ucdir_core.companion.results import ablation_histories, ablation_over_directions, has_alignment, load_results
-from ucdir_core.companion.tables import (alignment_answer, alignment_settings, counts_table, last_best_table,
+from ucdir_core.companion.tables import (alignment_answer, alignment_settings, benchmark_alignment_table, counts_table, last_best_table,
                                          latex_table, markdown_table, mean_over_directions, metric_order, provenance,
                                          save_tables, tables_from_results)
 from ucdir_core.config.rows import ROWS, row_config
@@ -33,7 +33,7 @@ __all__ = [
     "CONFIG_KEYS", "CaptionedFigure", "DISPLAY_DPI", "GRID_DISPLAY_DPI", "SMOKE", "OutputDirs", "ablation_histories",
     "ablation_over_directions", "anchor_rows", "baseline_report",
     "class_names", "compare_alignment", "config_table", "config_text", "counts_table", "dataset_location", "dataset_name", "display_path",
-    "AlignmentParams", "aligned_embeddings", "alignment_answer", "alignment_settings", "embedding_diagnostics", "evaluated_paths", "full_row", "method_runs", "method_title", "ROWS", "row_config", "has_alignment", "last_best_table", "latex_table", "load_results", "markdown_table",
+    "AlignmentParams", "aligned_embeddings", "alignment_answer", "alignment_settings", "benchmark_alignment_table", "embedding_diagnostics", "evaluated_paths", "full_row", "method_runs", "method_title", "ROWS", "row_config", "has_alignment", "last_best_table", "latex_table", "load_results", "markdown_table",
     "mean_over_directions", "metric_order", "notebook_config", "output_dirs", "per_query_precision", "project_root",
     "provenance", "quantile_queries", "results_path", "retrieval_grid", "run_alignment", "run_embeddings", "run_name", "sample_grid",
     "save_tables", "show_figure", "summary", "switch_on_epochs", "tables_by_training", "tables_from_results",

@@ -131,6 +131,39 @@ def alignment_answer(table, domains: tuple[str, str]) -> str:
         f"domain offset alone, bounds what alignment can add to P@1.")
 
 
+#: the benchmark rows without and with the alignment stage, as a results file names them
+BENCHMARK_ALIGNED = (("baseline", "baseline+harmony"), ("full", "full+harmony"), ("protoot", "protoot+harmony"))
+
+
+def benchmark_alignment_table(res: dict | None) -> str | None:
+    """Markdown quoting a benchmark results file (``results/<dataset>.json``): for the untrained
+    backbone, UCDIR ``full`` and ProtoOT without and with the alignment stage, mean P@1 and mAP over
+    the directions (full split, and P@1 held out), domain mixing, class agreement and the class-discovery
+    diagnostic (adjusted Rand index, balance) over the pairs (full split); None when the file lacks
+    the aligned rows."""
+    if not res or any(r not in res.get("results", {}).get("full", {}) for pair in BENCHMARK_ALIGNED for r in pair):
+        return None
+    full, held = res["results"]["full"], res["results"].get("heldout", {})
+    al, cd = res["alignment"]["full"], res["class_discovery"]["full"]
+
+    def mean(table: dict, row: str, key: str) -> str:
+        vals = [v[key] for v in table.get(row, {}).values()]
+        return f"{np.mean(vals):.{3 if key == 'domain_mixing' else 2 if key in ('adjusted_rand', 'balance') else 1}f}" \
+            if vals else ""
+
+    n_dirs, n_pairs = len(full["full"]), len(al["full"])
+    lines = [f"Quoted from `results/{res.get('dataset', 'the dataset')}.json` (the benchmark; {n_dirs} directions, "
+             f"{n_pairs} pairs; last epoch; seed {res.get('seed', 0)}):", "",
+             "| row | P@1 | mAP | P@1 held out | domain mixing | class agreement (%) | adjusted Rand index | balance |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for pair in BENCHMARK_ALIGNED:
+        for row in pair:
+            lines.append(f"| {row} | {mean(full, row, 'P@1')} | {mean(full, row, 'mAP')} | {mean(held, row, 'P@1')} | "
+                         f"{mean(al, row, 'domain_mixing')} | {mean(al, row, 'class_agreement')} | "
+                         f"{mean(cd, row, 'adjusted_rand')} | {mean(cd, row, 'balance')} |")
+    return "\n".join(lines)
+
+
 def alignment_settings(params) -> str:
     """The alignment stage's settings in words (``AlignmentParams``), for a provenance line."""
     if params.alignment != "harmony":

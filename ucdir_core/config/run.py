@@ -260,13 +260,16 @@ def config_differences(saved: Any, cfg: RunConfig, ignore: tuple[str, ...] = ())
     """The flat keys, sorted, in which ``saved`` (a config as written to a file: a dict) differs
     from ``cfg``; keys added since it was written take their defaults, keys in ``ignore`` are not
     compared, schedule values are compared as the epochs they name in each run
-    (:meth:`RunConfig.flat`). ``["config (unreadable: ...)"]`` when ``saved`` is no readable config."""
+    (:meth:`RunConfig.flat`), and keys that neither config reads (Harmony's settings when neither
+    aligns with Harmony, :meth:`~ucdir_core.align.params.AlignmentParams.unread_keys`) are not
+    differences. ``["config (unreadable: ...)"]`` when ``saved`` is no readable config."""
     try:
-        old = RunConfig.from_dict(saved).flat(resolved=True)
+        saved_cfg = RunConfig.from_dict(saved)
     except (TypeError, ValueError) as e:
         return [f"config (unreadable: {e})"]
-    new = cfg.flat(resolved=True)
-    return sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+    old, new = saved_cfg.flat(resolved=True), cfg.flat(resolved=True)
+    unread = set(saved_cfg.alignment_params.unread_keys()) & set(cfg.alignment_params.unread_keys())
+    return sorted(k for k in set(old) | set(new) if k not in ignore and k not in unread and old.get(k) != new.get(k))
 
 
 def override_key(item: str) -> str:
