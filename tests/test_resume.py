@@ -34,3 +34,18 @@ def test_a_killed_run_resumes_to_the_uninterrupted_history(method, tiny_cfg, tmp
         torch.testing.assert_close(states[1]["method"][key], value)
     for name, value in states[0]["model"].items():
         torch.testing.assert_close(states[1]["model"][name], value)
+
+
+def test_keeping_the_last_checkpoint_only_leaves_last_pt_and_still_resumes(tiny_cfg, tmp_path, monkeypatch):
+    """``keep_checkpoints=last`` (the smoke runs): no prev.pt and no best.pt, a third of the disk,
+    and a killed run still resumes to the uninterrupted history."""
+    from conftest import killed_and_resumed
+
+    cfg = tiny_cfg.replace(keep_checkpoints="last")
+    whole, resumed = killed_and_resumed(cfg, tmp_path, monkeypatch, kill_epoch=1)
+    assert resumed == whole
+    for run in [p for p in tmp_path.iterdir() if (p / "config.json").exists()]:
+        names = {p.name for p in run.iterdir()}
+        assert "last.pt" in names and not names & {"prev.pt", "best.pt"}, names
+    from ucdir_core.companion.experiments import SMOKE
+    assert SMOKE["keep_checkpoints"] == "last"

@@ -40,7 +40,8 @@ from ucdir_core.training.build import train
 
 
 #: what smoke mode changes in every run (shared keys) ...
-SMOKE = dict(max_images_per_domain=64, epochs=2, batch_size=16, kmeans_restarts=1, workers=0, eval_batch_size=64)
+SMOKE = dict(max_images_per_domain=64, epochs=2, batch_size=16, kmeans_restarts=1, workers=0, eval_batch_size=64,
+             keep_checkpoints="last")
 #: ... and in each method's parameters: every loss on from epoch 1 of 2 (ProtoOT's share 0.5 already is)
 SMOKE_METHOD: dict[str, dict[str, Any]] = {
     "ucdir": dict(clustering_start=1, cluster_contrastive_ramp_after=0, cluster_contrastive_ramp_end=1,

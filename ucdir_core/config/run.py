@@ -97,6 +97,9 @@ class RunConfig(Params):
     amp: bool = True  #: mixed precision; only takes effect on CUDA
     workers: int = within(NON_NEGATIVE, 2)  #: DataLoader worker processes decoding images
     eval_batch_size: int = within(AT_LEAST_ONE, 256)
+    #: all: last.pt, prev.pt (the one before it, read when last.pt is unreadable) and best.pt;
+    #: last: last.pt only (the smoke runs: a third of the disk)
+    keep_checkpoints: str = one_of("all", "last", default="all")
 
     def __post_init__(self) -> None:
         if not isinstance(self.alignment_params, AlignmentParams):
@@ -282,6 +285,7 @@ def override_key(item: str) -> str:
 #: Keys that ``ucdir train --resume --set KEY=VALUE`` may change in a run that continues (optimisation
 #: and evaluation settings: the data, the model's shapes and the method stay as they were).
 RESUMABLE_KEYS = ("lr", "weight_decay", "sgd_momentum", "backbone_lr_scale", "temperature", "epochs", "eval_every",
+                  "keep_checkpoints",
                   "eval_batch_size", "workers", "device", "amp")
 
 #: Config keys renamed since files were written; a config written with the old key is read under the new one.

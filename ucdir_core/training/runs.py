@@ -279,9 +279,13 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return self.file(LAST).exists() or self.file(PREV).exists()
 
-    def save_last(self, state: dict[str, Any]) -> None:
-        """Write ``last.pt`` atomically; the one it replaces becomes ``prev.pt``."""
-        atomic_torch_save({**state, "checkpoint_format": CHECKPOINT_FORMAT}, self.file(LAST), previous=self.file(PREV))
+    def save_last(self, state: dict[str, Any], keep_previous: bool = True) -> None:
+        """Write ``last.pt`` atomically; the one it replaces becomes ``prev.pt`` (with
+        ``keep_previous``; otherwise it is replaced and no ``prev.pt`` is left)."""
+        atomic_torch_save({**state, "checkpoint_format": CHECKPOINT_FORMAT}, self.file(LAST),
+                          previous=self.file(PREV) if keep_previous else None)
+        if not keep_previous:
+            self.file(PREV).unlink(missing_ok=True)
 
     def save_best(self, epoch: int, model: dict[str, Any], cfg: RunConfig) -> None:
         """Write ``best.pt`` atomically: the model's weights at ``epoch`` (0-based) and the config."""

@@ -165,7 +165,7 @@ class Trainer(Checkpointing):
                 row["aligned"] = self.embedder.aligned(self.aligner)
         if self.best is None or row["score"] > self.best["score"]:
             self.best = {"epoch": row["epoch"], "score": row["score"], "eval": report}
-            if D.is_main():
+            if D.is_main() and self.cfg.keep_checkpoints == "all":
                 self.run.save_best(row["epoch"], self.model.state_dict(), self.cfg)
 
     def fit(self, resume: bool = False, command: list[str] | None = None) -> list[dict[str, Any]]:
@@ -187,7 +187,7 @@ class Trainer(Checkpointing):
             row = self.run_epoch(epoch)
             self.rows.append(plain(row))
             if D.is_main():  # one process writes the run folder; the checkpoint holds the rows too
-                self.run.save_last(self.state())
+                self.run.save_last(self.state(), keep_previous=self.cfg.keep_checkpoints == "all")
                 self.run.append_history(row)
                 self.log(runs.format_row(row, self.rows[-2] if len(self.rows) > 1 else None))
             D.barrier()
