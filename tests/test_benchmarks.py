@@ -317,3 +317,21 @@ def test_the_readme_says_whether_new_data_is_aligned_by_default_from_the_results
     doc = json.loads((root / "results" / "alignment_default.json").read_text())
     assert " ".join(sentence(doc).split()) in " ".join((root / "README.md").read_text().split())
     assert get_preset("folder").alignment_params.alignment == ("harmony" if doc["align_by_default"] else "none")
+
+
+def test_alignment_trials_table_averages_the_pairs_and_shows_the_aligned_evaluation():
+    from benchmarks.alignment_trials import TRIALS, trials_table
+
+    def run(p1, aligned=None):
+        r = {"mean": {"P@1": p1, "mAP": 30.0}, "alignment": {"domain_mixing": 0.1, "class_agreement": 70.0}}
+        if aligned is not None:
+            r["aligned"] = {"mean": {"P@1": aligned, "mAP": 32.0}, "domain_mixing": 0.3, "class_agreement": 71.0}
+        return r
+
+    doc = {"trials": {"across_harmony": {"description": "d2", "pairs": {"photo-sketch": run(50.0, 48.0),
+                                                                        "art_painting-sketch": run(40.0, 42.0)}},
+                      "full": {"description": "d1", "pairs": {"photo-sketch": run(46.0)}}}}
+    lines = trials_table(doc).splitlines()
+    assert list(TRIALS)[0] == "full" and lines[2].startswith("| d1 (photo-sketch) | 46.0 / 30.0 / 0.100 / 70.0 |  |")
+    assert lines[3] == ("| d2 (photo-sketch, art_painting-sketch) | 45.0 / 30.0 / 0.100 / 70.0 | "
+                        "45.0 / 32.0 / 0.300 / 71.0 |")

@@ -27,6 +27,10 @@ class DomainPair(Generic[T]):
     def zip(self, other: "DomainPair[U]") -> "DomainPair[tuple[T, U]]":
         return DomainPair((self.a, other.a), (self.b, other.b))
 
+    def swap(self) -> "DomainPair[T]":
+        """The same two values, each in the other's place: ``other[d]`` is the domain other than ``d``'s."""
+        return DomainPair(self.b, self.a)
+
     def __iter__(self) -> Iterator[T]:
         yield self.a
         yield self.b

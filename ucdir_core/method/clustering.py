@@ -97,6 +97,38 @@ class KMeansSettings:
                               min_points_per_centroid=self.min_points_per_centroid)
 
 
+def cluster_jointly(embeddings: tuple[torch.Tensor, torch.Tensor], clustered: tuple[torch.Tensor, torch.Tensor],
+                    settings: KMeansSettings) -> tuple[Clustering, Clustering]:
+    """k-means of both domains' rows together, for every K: the clusters are found on ``clustered``
+    (the same rows, e.g. after a label-free alignment) and each cluster's prototype is the unit mean
+    of its rows of ``embeddings`` (the encoder's space, where the losses compare), shared by both
+    domains (a cluster left empty keeps its k-means centroid). Seed = index of the K value.
+
+    Shape:
+        embeddings, clustered: (N_A, d) and (N_B, d') each -> one Clustering per domain, assignments
+        (N_d,), prototypes (K, d), the same prototypes in both.
+    """
+    n_a = embeddings[0].shape[0]
+    raw = torch.cat([e.float() for e in embeddings])
+    pooled = torch.cat([c.float() for c in clustered])
+    out_a, out_b = Clustering([], []), Clustering([], [])
+    for i, k in enumerate(settings.ks):
+        assign, centroids, _ = kmeans(pooled, int(k), seed=i, niter=settings.niter, nredo=settings.nredo,
+                                      max_points_per_centroid=settings.max_points_per_centroid,
+                                      min_points_per_centroid=settings.min_points_per_centroid)
+        assign_t = torch.from_numpy(assign).to(raw.device)
+        sums = torch.zeros(int(k), raw.shape[1], device=raw.device).index_add_(0, assign_t, raw)
+        counts = torch.bincount(assign_t, minlength=int(k))
+        if (counts == 0).any() and centroids.shape[1] == raw.shape[1]:
+            sums[counts == 0] = torch.from_numpy(centroids).to(raw.device)[counts == 0]
+        protos = F.normalize(sums, dim=1)
+        out_a.assignments.append(assign_t[:n_a])
+        out_b.assignments.append(assign_t[n_a:])
+        out_a.prototypes.append(protos)
+        out_b.prototypes.append(protos)
+    return out_a, out_b
+
+
 def _as_f32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()

@@ -60,12 +60,16 @@ class EpochContext:
         cluster: k-means of each domain's rows of the given embeddings for every K of
             ``num_clusters``, with the config's k-means settings; run once (on process 0 under
             DDP) and given to every process.
+        cluster_jointly: k-means of both domains' rows together, found after the run's alignment
+            stage when it has one, prototypes shared by both domains
+            (:func:`~ucdir_core.method.clustering.cluster_jointly`); as ``cluster`` otherwise.
     """
 
     epoch: int
     banks: DomainPair[Tensor]
     train_embeddings: Callable[[], DomainPair[Tensor]]
     cluster: Callable[[DomainPair[Tensor]], DomainPair[Clustering]]
+    cluster_jointly: Callable[[DomainPair[Tensor]], DomainPair[Clustering]] | None = None
 
 
 class Method(ABC):

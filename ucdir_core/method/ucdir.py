@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -152,7 +153,16 @@ def ucdir_objective(
     needs_clusters = weights.cluster_contrastive > 0 or weights.self_entropy > 0 or weights.distance_of_distance > 0
     if needs_clusters and clustering is None:
         raise ValueError("cluster-based losses are on but no clustering was given")
-    if weights.cluster_contrastive > 0:
+    if weights.cluster_contrastive > 0 and params.cluster_contrastive_across:
+        # positives across domains: own bank first (ids stay valid), then the other's, joint assignments
+        cw = [
+            losses.cluster_contrastive(qd, kd, torch.cat([bd, bo]), idd,
+                                       [torch.cat([ad, ao]) for ad, ao in zip(c.assignments, co.assignments)],
+                                       c.prototypes, params.temperature, params.threshold)
+            for qd, kd, bd, bo, idd, c, co in zip(q, k, banks, banks.swap(), ids, clustering, clustering.swap())
+        ]
+        terms["cluster_contrastive"] = sum(cw) / 2
+    elif weights.cluster_contrastive > 0:
         cw = [
             losses.cluster_contrastive(qd, kd, bd, idd, c.assignments, c.prototypes, params.temperature, params.threshold)
             for qd, kd, bd, idd, c in zip(q, k, banks, ids, clustering)
@@ -204,7 +214,9 @@ class UCDIR(Method):
     def begin_epoch(self, context: EpochContext) -> None:
         """k-means of both domains' training embeddings (key encoder) once clustering is on."""
         self._weights = self.schedule.weights(context.epoch)
-        self.clustering = context.cluster(context.train_embeddings()) if self._weights.clustering else None
+        joint = self.params.cluster_contrastive_across and context.cluster_jointly is not None
+        cluster = context.cluster_jointly if joint else context.cluster
+        self.clustering = cluster(context.train_embeddings()) if self._weights.clustering else None
 
     def loss(self, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
         return ucdir_objective(batch.q, batch.k, batch.banks, batch.ids, self.clustering, self._weights, self.params)

@@ -57,6 +57,11 @@ class UCDIRParams(Params):
     #: ucdir_core.method.ucdir.centred_assignment_inputs)
     distance_of_distance_centred: bool = False
     self_entropy_centred: bool = False  #: the same centring before self-entropy's soft assignments
+    #: cluster-wise positives across domains (beyond the reference, opt-in; a trial of issue "aligned by
+    #: what?"): k-means of both domains' training embeddings together, after the run's alignment stage
+    #: when it has one; each query's positives are the slots of both banks in its joint cluster, in a
+    #: softmax over both banks, and both domains share the joint clusters' prototypes
+    cluster_contrastive_across: bool = False
 
     def __post_init__(self) -> None:
         self.check()

@@ -31,7 +31,7 @@ from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.data.loader import epoch_batch_size, epoch_loader
 from ucdir_core.evaluation.embedding import Embedder
 from ucdir_core.evaluation.metrics import selection_score
-from ucdir_core.method.clustering import Clustering, KMeansSettings
+from ucdir_core.method.clustering import Clustering, KMeansSettings, cluster_jointly
 from ucdir_core.method.interface import EpochContext, StepBatch
 from ucdir_core.method.registry import build_method
 from ucdir_core.models.encoders import Encoder, MomentumEncoders
@@ -84,6 +84,22 @@ class Trainer(Checkpointing):
     def cluster(self, embeddings: DomainPair[Tensor]) -> DomainPair[Clustering]:
         """k-means of each domain's ``embeddings`` for every K; run on process 0 and given to every process."""
         result = embeddings.map(lambda e: self.kmeans.cluster(e).to("cpu")) if D.is_main() else None
+        return D.broadcast_object(result).map(lambda c: c.to(self.device))
+
+    def cluster_jointly(self, embeddings: DomainPair[Tensor]) -> DomainPair[Clustering]:
+        """k-means of both domains' ``embeddings`` together for every K
+        (:func:`~ucdir_core.method.clustering.cluster_jointly`), found after the run's alignment stage
+        when it has one (fitted now on the training embeddings, no label read); run on process 0
+        and given to every process."""
+        result = None
+        if D.is_main():
+            found = embeddings
+            if self.cfg.alignment_params.alignment != "none":
+                stage = self.embedder.fit_alignment(self.cfg.alignment_params)
+                found = DomainPair(*(torch.from_numpy(stage.apply(e.detach().float().cpu().numpy(), side))
+                                     for side, e in enumerate(embeddings)))
+            a, b = cluster_jointly((embeddings.a, embeddings.b), (found.a, found.b), self.kmeans)
+            result = DomainPair(a.to("cpu"), b.to("cpu"))
         return D.broadcast_object(result).map(lambda c: c.to(self.device))
 
     def step(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor], ids: DomainPair[Tensor],
@@ -141,7 +157,8 @@ class Trainer(Checkpointing):
         lr = self.optim.set_lr(epoch)
         if epoch == 0:
             self.model.fill_banks(self.embedder.train_embeddings())
-        self.method.begin_epoch(EpochContext(epoch, self.model.banks, self.embedder.train_embeddings, self.cluster))
+        self.method.begin_epoch(EpochContext(epoch, self.model.banks, self.embedder.train_embeddings, self.cluster,
+                                             self.cluster_jointly))
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{f"w_{n}": w for n, w in self.method.weights(epoch).items()}}
         row.update(self.train_epoch(epoch))
         self.next_epoch = epoch + 1

@@ -1,0 +1,132 @@
+"""Training-time alignment trials on the two tuning pairs: label-free alignment used *during*
+training, to lift top-1 (the target of the issue "aligned by what?"), rerun from this file.
+
+    python -m benchmarks.alignment_trials --root ../shared/data/pacs --out results/alignment_trials.json
+    python -m benchmarks.alignment_trials --table results/alignment_trials.json   # the table of docs/results.md
+
+Every trial is UCDIR ``full`` (the ``pacs`` preset) with changes, on photo<->sketch and
+art_painting<->sketch only (the tuning pairs); full split, seed 0, last epoch. The target: mean P@1
+>= 63 on the full split with domain mixing >= 0.2 and class agreement not below 77.9 % (UCDIR
+``full``'s over the 6 pairs). A trial that reaches it on the tuning pairs goes on to the benchmark's
+8 untouched directions; none is on by default until it does. Runs with the alignment stage are
+also evaluated after it (``aligned``). Results are written after every run; a rerun skips
+finished runs (run folders in ``runs/alignment_trials``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.pacs import base_config, git_commit, regime_text
+from benchmarks.protoot_trials import ART_SKETCH, PHOTO_SKETCH
+from ucdir_core import companion as C
+from ucdir_core.base.io import write_json
+
+ACROSS = {"cluster_contrastive_across": True}
+#: name -> (what it changes, in words; the config changes to UCDIR ``full``)
+TRIALS: dict[str, tuple[str, dict]] = {
+    "full": ("UCDIR `full` as it is (the `pacs` preset)", {}),
+    "across": ("cluster-wise positives across domains: joint k-means of both domains' training embeddings, "
+               "positives in both banks (`cluster_contrastive_across=true`)", ACROSS),
+    "across_harmony": ("the same, the joint k-means found after Harmony (the stage's defaults: theta 1, K 30, "
+                       "20 PCs) each epoch (`alignment=harmony`)", {**ACROSS, "alignment": "harmony"}),
+    "across_harmony_strong": ("the same with a stronger Harmony (theta 4, 50 PCs)",
+                              {**ACROSS, "alignment": "harmony", "harmony_theta": 4.0, "harmony_pcs": 50}),
+}
+PAIRS = (PHOTO_SKETCH, ART_SKETCH)
+
+
+def trial_config(root: str, pair: tuple[str, str], changes: dict):
+    """UCDIR's ``pacs`` preset on one PACS pair with a trial's changes."""
+    return base_config(root).replace(domains=pair).replace(**changes)
+
+
+def run_trial(cfg, run_dir: Path) -> dict:
+    """Last-epoch metrics of one trial run (and after its alignment stage, when it has one)."""
+    t = time.time()
+    history = C.train_or_load(cfg, run_dir, progress=False)
+    last = [r for r in history if "eval" in r][-1]
+    out = {"mean": C.mean_over_directions(last["eval"]), "eval": last["eval"],
+           "alignment": {k: last["alignment"][k] for k in ("domain_mixing", "class_agreement")},
+           "train_seconds": float(sum(r.get("wall_seconds", 0.0) for r in history)), "seconds": time.time() - t}
+    if "aligned" in last:
+        out["aligned"] = {"mean": C.mean_over_directions(last["aligned"]["eval"]),
+                          **{k: last["aligned"][k] for k in ("domain_mixing", "class_agreement")}}
+    return out
+
+
+def trials_table(doc: dict) -> str:
+    """Markdown: one line per trial, P@1 / mAP / domain mixing / class agreement (%) at the last epoch,
+    mean over the tuning pairs it ran on, and the same after the run's alignment stage when it has one."""
+    lines = ["| trial (changes to UCDIR `full`) | P@1 / mAP / mixing / agreement | after its alignment stage |",
+             "|---|---:|---:|"]
+    for name in [n for n in TRIALS if n in doc["trials"]]:
+        runs = list(doc["trials"][name]["pairs"].values())
+
+        def cell(get) -> str:
+            vals = [get(r) for r in runs]
+            if any(v is None for v in vals):
+                return ""
+            m = np.mean(vals, axis=0)
+            return f"{m[0]:.1f} / {m[1]:.1f} / {m[2]:.3f} / {m[3]:.1f}"
+
+        plain = cell(lambda r: (r["mean"]["P@1"], r["mean"]["mAP"], r["alignment"]["domain_mixing"],
+                                r["alignment"]["class_agreement"]))
+        aligned = cell(lambda r: (r["aligned"]["mean"]["P@1"], r["aligned"]["mean"]["mAP"],
+                                  r["aligned"]["domain_mixing"], r["aligned"]["class_agreement"])
+                       if "aligned" in r else None)
+        pairs = ", ".join(doc["trials"][name]["pairs"])
+        lines.append(f"| {doc['trials'][name]['description']} ({pairs}) | {plain} | {aligned} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="../shared/data/pacs", help="PACS root (default ../shared/data/pacs)")
+    p.add_argument("--out", default="results/alignment_trials.json", help="results file")
+    p.add_argument("--runs", default="runs/alignment_trials", help="run folders (default runs/alignment_trials)")
+    p.add_argument("--benchmark-runs", default="runs/pacs", help="the PACS benchmark's run folders (trial full)")
+    p.add_argument("--trials", nargs="+", choices=list(TRIALS), default=list(TRIALS))
+    p.add_argument("--pairs", nargs="+", choices=["-".join(p) for p in PAIRS], default=["-".join(p) for p in PAIRS])
+    p.add_argument("--table", help="print the trials table from this results file and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(trials_table(json.loads(Path(args.table).read_text())), end="")
+        return 0
+    if not Path(args.root).is_dir():
+        print(f"error: no PACS folder at {args.root}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.exists() else {"trials": {}}
+    doc.update(regime=regime_text(trial_config(args.root, PHOTO_SKETCH, {})), commit=git_commit(), split="full",
+               seed=0, epoch="last")
+    start = time.time()
+    for name in args.trials:
+        description, changes = TRIALS[name]
+        entry = doc["trials"].setdefault(name, {"pairs": {}})
+        entry.update(description=description, changes=changes)
+        for key in args.pairs:
+            pair = tuple(key.split("-"))
+            cfg = trial_config(args.root, pair, changes)
+            # UCDIR full as it is: the benchmark's own run, read back
+            run_dir = (Path(args.benchmark_runs) / C.run_name(cfg, "full") if name == "full"
+                       else Path(args.runs) / f"{key}-{name}")
+            result = run_trial(cfg, run_dir)
+            entry["pairs"][key] = result
+            write_json(out, doc)
+            print(f"{name} {key}: P@1 {result['mean']['P@1']:.1f} mAP {result['mean']['mAP']:.1f} mixing "
+                  f"{result['alignment']['domain_mixing']:.3f} ({result['seconds']:.0f} s)", flush=True)
+    doc["wall_seconds"] = doc.get("wall_seconds", 0.0) + time.time() - start
+    write_json(out, doc)
+    print(trials_table(doc), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
