@@ -244,3 +244,45 @@ def test_harmonys_settings_are_no_difference_between_runs_that_do_not_align_with
     aligned = cfg.with_overrides(["alignment=harmony"])
     assert config_differences(saved, aligned) == ["alignment", "harmony_pcs", "harmony_theta"]
     assert config_differences(aligned.with_overrides(["harmony_theta=3"]).to_dict(), aligned) == ["harmony_theta"]
+
+
+def test_ucdir_index_names_the_alignment_its_indexes_carry(aligned_run, capsys):
+    cfg, run, _ = aligned_run
+    capsys.readouterr()
+    assert main(["index", str(run)]) == 0  # fresh: left alone, nothing written
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split(" (")[0] for line in lines] == ["up to date", "up to date"]
+    for line, domain in zip(lines, cfg.domains):
+        assert f"aligned by the run's harmony stage as {domain}" in line
+
+
+def test_harmonys_settings_are_capped_at_what_a_small_folder_allows():
+    from ucdir_core.align.params import AlignmentParams
+    from ucdir_core.align.stage import fit_alignment
+
+    p = AlignmentParams(alignment="harmony")
+    assert p.for_data(10_000, 128) == p  # every benchmark here: unchanged
+    small = p.for_data(12, 128)
+    assert (small.harmony_pcs, small.harmony_clusters, small.harmony_theta) == (11, 12, p.harmony_theta)
+    assert AlignmentParams().for_data(3, 8) == AlignmentParams()  # none: nothing to cap
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 16)).astype(np.float32), rng.normal(size=(6, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="harmony_pcs must be at most"):
+        fit_alignment(p, a, b)
+    model = fit_alignment(p.for_data(12, 16), a, b)  # the model records what it used
+    assert model.params.harmony_pcs == 11 and model.apply(a, 0).shape == (6, 16)
+
+
+def test_a_missing_harmonypy_is_refused_in_one_line_before_the_run_folder_is_touched(tiny_cfg, tmp_path, capsys,
+                                                                                      monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "harmonypy" else real(name, *a))
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "digits_scratch", "--root", tiny_cfg.root, "--run-dir", str(run), "--epochs", "1",
+            "--set", "alignment=harmony", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "harmonypy" in err[0] and "--set alignment=none" in err[0]
+    assert not run.exists()

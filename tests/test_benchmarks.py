@@ -214,6 +214,16 @@ def test_the_readme_answer_is_computed_from_the_results_file():
     assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())
 
 
+def test_the_readme_harmony_answer_is_computed_from_the_results_file():
+    """The README's numbers on the alignment stage (both methods and the untrained backbone, with and
+    without Harmony, and the class-discovery diagnostic) come from results/pacs.json."""
+    from benchmarks.pacs import harmony_paragraph
+
+    root = Path(__file__).resolve().parents[1]
+    text = harmony_paragraph(json.loads((root / "results" / "pacs.json").read_text()))
+    assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())
+
+
 def test_aligned_rows_follow_their_own_rows_in_the_tables():
     from benchmarks.pacs import ALIGNED_ROWS, TABLE_ORDER
 
@@ -335,3 +345,13 @@ def test_alignment_trials_table_averages_the_pairs_and_shows_the_aligned_evaluat
     assert list(TRIALS)[0] == "full" and lines[2].startswith("| d1 (photo-sketch) | 46.0 / 30.0 / 0.100 / 70.0 |  |")
     assert lines[3] == ("| d2 (photo-sketch, art_painting-sketch) | 45.0 / 30.0 / 0.100 / 70.0 | "
                         "45.0 / 32.0 / 0.300 / 71.0 |")
+
+
+def test_the_readme_headline_is_the_results_files_table():
+    from benchmarks.pacs import headline
+    from ucdir_core.companion.results import read_results
+
+    root = Path(__file__).resolve().parents[1]
+    text = headline(read_results(root / "results" / "pacs.json"))
+    assert "| full+harmony |" in text and "`protoot+harmony`" in text
+    assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())

@@ -63,6 +63,16 @@ class AlignmentParams(Params):
     #: share of the images re-assigned per block (harmonypy ``block_size``)
     harmony_block_size: float = within(_SHARE, 0.05)
 
+    def for_data(self, images: int, dim: int) -> "AlignmentParams":
+        """These settings as a fit on ``images`` embeddings of dimension ``dim`` can take them:
+        ``harmony_pcs`` at most ``min(dim, images - 1)`` and ``harmony_clusters`` at most ``images``
+        (a small folder of one's own); unchanged where they fit, which is every benchmark here. The
+        fitted model records the values it used."""
+        if self.alignment != "harmony":
+            return self
+        return self.replace(harmony_pcs=max(1, min(self.harmony_pcs, dim, images - 1)),
+                            harmony_clusters=max(1, min(self.harmony_clusters, images)))
+
     def unread_keys(self) -> tuple[str, ...]:
         """The keys this setting does not read: the ``harmony_*`` keys unless ``alignment`` is
         ``harmony``. Two configs that differ only in keys both leave unread train the same run."""

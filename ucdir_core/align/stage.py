@@ -376,6 +376,20 @@ def _check_embeddings(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+def require_alignment(params: AlignmentParams) -> None:
+    """Refuse, before any work, an alignment whose package is not installed.
+
+    Raises:
+        ValueError: ``harmony`` without the harmonypy package (one line: how to install it, or
+            ``--set alignment=none``).
+    """
+    import importlib.util
+
+    if params.alignment == "harmony" and importlib.util.find_spec("harmonypy") is None:
+        raise ValueError("alignment=harmony needs the harmonypy package (GPL-3.0-or-later): pip install "
+                         "'ucdir[harmony]', or train without it with --set alignment=none")
+
+
 def fit_alignment(params: AlignmentParams, a: np.ndarray, b: np.ndarray) -> AlignmentModel:
     """The alignment ``params.alignment`` fitted on the training images' embeddings of both domains
     (the domain is the only covariate; labels are never read). See the module for each alignment.

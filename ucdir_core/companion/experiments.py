@@ -245,7 +245,7 @@ def compare_alignment(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray
     if params.alignment == "none":
         raise ValueError("compare_alignment needs an alignment stage, got alignment=none")
     with forked_rng(params.harmony_seed):
-        model = fit_alignment(params, train.a, train.b)
+        model = fit_alignment(params.for_data(len(train.a) + len(train.b), train.a.shape[1]), train.a, train.b)
     k = len(np.unique(np.r_[labels.a, labels.b]))
 
     def measures(emb: DomainPair[np.ndarray]) -> dict[str, Any]:

@@ -104,10 +104,12 @@ class Embedder:
     def fit_alignment(self, params: AlignmentParams) -> AlignmentModel:
         """The alignment stage ``params`` names, fitted on both domains' *training* embeddings with
         the domain as the batch variable (no label is read): under the held-out split the
-        evaluated images are not seen. The global random generators are left as they were."""
+        evaluated images are not seen. Harmony's principal components and clusters are capped at
+        what the number of images allows (:meth:`~ucdir_core.align.params.AlignmentParams.for_data`).
+        The global random generators are left as they were."""
         emb = self.train_embeddings().map(lambda t: t.detach().cpu().numpy())
         with forked_rng(params.harmony_seed):
-            return fit_alignment(params, emb.a, emb.b)
+            return fit_alignment(params.for_data(len(emb.a) + len(emb.b), emb.a.shape[1]), emb.a, emb.b)
 
     def aligned(self, model: AlignmentModel) -> dict[str, Any]:
         """P@k and mAP of the evaluated embeddings corrected by ``model``, with their domain mixing

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ucdir_core.align.params import AlignmentParams
+from ucdir_core.align.stage import require_alignment
 from ucdir_core.base.device import select_device
 from ucdir_core.base.io import load_checkpoint_digest
 from ucdir_core.base.pair import DomainPair
@@ -95,6 +96,8 @@ def evaluate_run(run_dir: str | Path, which: str = "last", align: str | None = N
     Raises:
         ValueError: an unknown alignment.
     """
+    if align is not None:
+        require_alignment(AlignmentParams(alignment=align))
     trained = load_trained(run_dir, which)
     cfg = trained.cfg
     out = {"run": str(run_dir), "checkpoint": which, "epoch": trained.epoch, "split": cfg.split,

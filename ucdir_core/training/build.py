@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ucdir_core.align.stage import AlignmentModel
+from ucdir_core.align.stage import AlignmentModel, require_alignment
 from ucdir_core.base import distributed as D
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import RunError
@@ -96,7 +96,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     holds a run is refused unless ``resume`` (continue it) or ``overwrite`` (delete its files first).
     When training ends, process 0 writes each domain's gallery index of ``last.pt``
     (``RUN/index/<domain>/``, :func:`write_indexes`), still under the lock.
+
+    Raises:
+        ValueError: an alignment stage whose package is not installed (before the folder is touched).
     """
+    require_alignment(cfg.alignment_params)  # before the run folder is touched
     with runs.RunFolder(run_dir).claim(resume, overwrite):
         return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
 
