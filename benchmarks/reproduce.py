@@ -80,10 +80,10 @@ def small_folder(digits: Path, out: Path, classes=("0", "1", "2"), per_class: in
 
 
 def first_lines(clone: Path, env: dict[str, str], folder: Path, run_dir: Path) -> list[str]:
-    """Seconds to the first line, the first progress line and the end of ``ucdir train --root
-    FOLDER --domains handwritten printed`` (one epoch), and its last lines."""
+    """Seconds to each of the first lines and the last lines of ``ucdir train --root FOLDER
+    --domains handwritten printed`` (the default command, as a new user runs it), and to its end."""
     cmd = [str(clone / ".venv" / "bin" / "ucdir"), "train", "--root", str(folder), "--domains", "handwritten",
-           "printed", "--run-dir", str(run_dir), "--epochs", "1"]
+           "printed", "--run-dir", str(run_dir)]  # the default command: preset folder, 5 epochs
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stamped = [(time.time() - t0, line.rstrip("\n")) for line in proc.stdout]
@@ -100,8 +100,18 @@ def first_lines(clone: Path, env: dict[str, str], folder: Path, run_dir: Path) -
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
+    p.add_argument("--folder-only", action="store_true",
+                   help="only the small-folder check, with this checkout's .venv and a new data home")
     args = p.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
+    if args.folder_only:
+        with tempfile.TemporaryDirectory(prefix="ucdir-folder-") as tmp:
+            env = {**os.environ, "UCDIR_DATA": str(Path(tmp) / "data-home")}
+            subprocess.run([str(repo / ".venv" / "bin" / "ucdir"), "data", "digits", str(Path(tmp) / "digits")],
+                           env=env, check=True, capture_output=True)
+            folder = small_folder(Path(tmp) / "digits", Path(tmp) / "own")
+            print("\n".join(first_lines(repo, env, folder, Path(tmp) / "own-run")), flush=True)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="ucdir-reproduce-"))
     try:
         clone = work / "ucdir"

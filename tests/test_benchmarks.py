@@ -355,3 +355,12 @@ def test_the_readme_headline_is_the_results_files_table():
     text = headline(read_results(root / "results" / "pacs.json"))
     assert "| full+harmony |" in text and "`protoot+harmony`" in text
     assert " ".join(text.split()) in " ".join((root / "README.md").read_text().split())
+
+
+def test_the_results_document_shows_the_recorded_alignment_trials():
+    from benchmarks.alignment_trials import TRIALS, trials_table
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "results" / "alignment_trials.json").read_text())
+    assert set(doc["trials"]) == set(TRIALS)
+    assert trials_table(doc) in (root / "docs" / "results.md").read_text()

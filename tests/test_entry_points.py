@@ -346,3 +346,20 @@ def test_every_refusal_at_start_names_the_fix_and_leaves_no_run_folder(tmp_path,
     line = one_error_line(capsys, main(base + extra))
     assert expected in line, line
     assert not run.exists()  # no manifest, split, lock or folder left: the same command may run again
+
+
+def test_a_schedule_refusal_comes_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    """`ucdir train --root DIR --domains A B --epochs 1` is refused at once, not after the view cache
+    of every image is built (it took 29 s on 240 images)."""
+    import ucdir_core.training.build as build
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the refusal")
+
+    monkeypatch.setattr(build, "load_split_images", no_data)
+    root = folder(tmp_path)
+    run = tmp_path / "run"
+    line = one_error_line(capsys, main(["train", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run),
+                                        "--epochs", "1", "--quiet"]))
+    assert "cluster_contrastive is weighted 1 but never switches on in 1 epoch(s)" in line
+    assert not run.exists()

@@ -117,3 +117,18 @@ def test_a_training_run_says_what_it_does_and_ends_with_where_and_what_next(tmp_
     assert main([*argv, "--overwrite", "--json"]) == 0
     tail = capsys.readouterr().out
     assert json.loads(tail[tail.index("{"):])["last"]["epoch"] == 1
+
+
+def test_an_aligned_run_ends_with_what_retrieval_searches(tmp_path, capsys):
+    """The folder default aligns: its closing block shows the numbers after the alignment stage too."""
+    root = write_folder(tmp_path / "data", {"A": {c: 8 for c in "xyz"}, "B": {c: 8 for c in "xyz"}}, size=16)
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "digits_scratch", "--root", str(root), "--domains", "A", "B", "--run-dir", str(run),
+            "--quiet", "--device", "cpu", "--epochs", "2", "--set", "image_size=16", "--set", "resize_size=16",
+            "--set", "batch_size=4", "--set", "num_clusters=3", "--set", "kmeans_restarts=1", "--set", "eval_ks=1",
+            "--set", "alignment=harmony"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = next(line for line in out if "alignment stage" in line)
+    assert line.startswith("  after the harmony alignment stage (what ucdir retrieve searches): A->B P@1 ")
+    assert "B->A P@1" in line and "mAP" in line

@@ -26,6 +26,7 @@ from ucdir_core.data.splits import SplitImages, load_split_images
 from ucdir_core.evaluation.embedding import embed
 from ucdir_core.evaluation.index import write_domain_indexes
 from ucdir_core.method.params import TITLES
+from ucdir_core.method.registry import build_method
 from ucdir_core.models.encoders import Encoder, init_head_pca
 from ucdir_core.training import runs
 from ucdir_core.training.trainer import Trainer
@@ -98,9 +99,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     (``RUN/index/<domain>/``, :func:`write_indexes`), still under the lock.
 
     Raises:
-        ValueError: an alignment stage whose package is not installed (before the folder is touched).
+        ValueError: an alignment stage whose package is not installed, or method settings the method
+            refuses (a term that never switches on in ``cfg.epochs``), both before the folder is
+            touched or any data read.
     """
-    require_alignment(cfg.alignment_params)  # before the run folder is touched
+    require_alignment(cfg.alignment_params)  # before the run folder is touched ...
+    build_method(cfg.method_params, cfg.num_clusters, cfg.epochs)  # ... and before any data is read: its refusals
     with runs.RunFolder(run_dir).claim(resume, overwrite):
         return _train(cfg, run_dir, resume, progress, allow_unmatched_classes, command, log)
 

@@ -416,7 +416,8 @@ def format_row(row: dict[str, Any], previous: dict[str, Any] | None = None) -> s
 
 def closing_lines(run_dir: Path, untrained: dict[str, dict[str, float]] | None, summary: dict[str, Any]) -> list[str]:
     """The end of a training run in a few lines: where it was saved, each direction's last epoch
-    against the untrained model (P@1 and mAP), and the commands to run next."""
+    against the untrained model (P@1 and mAP), after the run's alignment stage when it has one, and
+    the commands to run next."""
     last = summary.get("last", {})
     lines = [f"run saved in {run_dir} (last epoch {last.get('epoch')}; summary.json, history.jsonl, last.pt, best.pt)"]
     for direction, m in last.get("eval", {}).items():
@@ -424,6 +425,10 @@ def closing_lines(run_dir: Path, untrained: dict[str, dict[str, float]] | None, 
         change = "  ".join(f"{k} {before[k]:.1f} -> {m[k]:.1f} ({m[k] - before[k]:+.1f})" if k in before else
                            f"{k} {m[k]:.1f}" for k in ("P@1", "mAP") if k in m)
         lines.append(f"  {direction}: untrained -> last epoch: {change}")
+    aligned = last.get("aligned")
+    if aligned:  # the run's alignment stage, which retrieval applies
+        lines.append(f"  after the {aligned['alignment']} alignment stage (what ucdir retrieve searches): " + "; ".join(
+            f"{d} P@1 {m['P@1']:.1f} mAP {m['mAP']:.1f}" for d, m in aligned["eval"].items() if "P@1" in m and "mAP" in m))
     lines += ["next: ucdir evaluate " + str(run_dir) + "              (P@k and mAP; --which best, --align harmony)",
               "      ucdir retrieve " + str(run_dir) + " QUERY.jpg    (the top-k images of the other domain)"]
     return lines
