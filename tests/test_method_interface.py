@@ -158,7 +158,9 @@ def test_the_committed_results_file_loads_with_the_current_config():
 
     res = json.loads((Path(__file__).parents[1] / "results" / "pacs.json").read_text())
     cfg = RunConfig.from_dict(res["config"])
-    assert cfg.method_params.clustering_start == 1 and cfg.method_params.distance_of_distance_weight == pytest.approx(0.0003)
+    flat = cfg.flat(resolved=True)  # schedules as the epochs they name: the file's are shares since issue 24
+    assert flat["clustering_start"] == 1 and cfg.method_params.distance_of_distance_weight == pytest.approx(0.0003)
+    assert cfg.alignment_params.harmony_pcs == 20  # the stage's settings the aligned rows were fitted with
 
 
 def test_a_history_line_in_the_old_names_reads_under_the_new_ones(tmp_path):
