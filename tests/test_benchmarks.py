@@ -344,7 +344,11 @@ def test_alignment_trials_table_averages_the_pairs_and_shows_the_aligned_evaluat
     lines = trials_table(doc).splitlines()
     assert list(TRIALS)[0] == "full" and lines[2].startswith("| d1 (photo-sketch) | 46.0 / 30.0 / 0.100 / 70.0 |  |")
     assert lines[3] == ("| d2 (photo-sketch, art_painting-sketch) | 45.0 / 30.0 / 0.100 / 70.0 | "
-                        "45.0 / 32.0 / 0.300 / 71.0 |")
+                        "45.0 / 32.0 / 0.300 / 71.0 |  |")
+    for i, key in enumerate(("art_painting-cartoon", "art_painting-photo", "cartoon-photo", "cartoon-sketch")):
+        doc["trials"]["full"]["pairs"][key] = run(60.0 + 2 * i)  # the untouched pairs: their own column
+    line = trials_table(doc).splitlines()[2]
+    assert line == "| d1 (photo-sketch) | 46.0 / 30.0 / 0.100 / 70.0 |  | 63.0 / 30.0 |"
 
 
 def test_the_readme_headline_is_the_results_files_table():
