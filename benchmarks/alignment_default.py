@@ -23,21 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from benchmarks.pacs import TUNING_PAIRS, _directions, git_commit
+from benchmarks.pacs import _mean as mean
+from benchmarks.pacs import _untouched as untouched
+from benchmarks.pacs import git_commit
 from ucdir_core.companion.results import read_results
 from ucdir_core.config.presets import get_preset
-
-
-def untouched(dirs: dict) -> dict:
-    """The directions of ``dirs`` ("a->b") outside the tuning pairs."""
-    tuned = _directions(dirs, list(TUNING_PAIRS))
-    return {d: v for d, v in dirs.items() if d not in tuned}
-
-
-def mean(dirs: dict, key: str) -> float:
-    return float(np.mean([v[key] for v in dirs.values()]))
 
 
 def pacs_checks(res: dict) -> dict[str, dict[str, float]]:

@@ -418,7 +418,7 @@ def harmony_paragraph(res: dict) -> str:
     al, cd = res["alignment"]["full"], res["class_discovery"]["full"]
 
     def over(table: dict, row: str, key: str) -> float:
-        return float(np.mean([v[key] for v in table[row].values()]))
+        return _mean(table[row], key)
 
     def change(row: str) -> str:
         aligned = f"{row}+harmony"
@@ -443,15 +443,14 @@ def _harmony_reading(res: dict) -> str:
     full, al, cd = res["results"]["full"], res["alignment"]["full"], res["class_discovery"]["full"]
 
     def gain(table: dict, row: str, key: str) -> float:
-        return (float(np.mean([v[key] for v in table[f"{row}+harmony"].values()]))
-                - float(np.mean([v[key] for v in table[row].values()])))
+        return _mean(table[f"{row}+harmony"], key) - _mean(table[row], key)
 
     p1 = {row: gain(full, row, "P@1") for row in ("full", "protoot")}
     verbs = ["raises" if v > 0 else "lowers" for v in p1.values()]
     moves = (f"{verbs[0]} P@1 by {abs(p1['full']):.1f} for `full` and "
              f"{'' if verbs[1] == verbs[0] else verbs[1] + ' it '}by {abs(p1['protoot']):.1f} for `protoot`")
-    oracle = float(np.mean([v["domain_mixing"] for v in al["oracle"].values()]))
-    mixed = max(float(np.mean([v["domain_mixing"] for v in al[f"{r}+harmony"].values()])) for r in ("full", "protoot"))
+    oracle = _mean(al["oracle"], "domain_mixing")
+    mixed = max(_mean(al[f"{r}+harmony"], "domain_mixing") for r in ("full", "protoot"))
     ari = max(abs(gain(cd, row, "adjusted_rand")) for row in ("full", "protoot"))
     found = ("leaves class discovery about where it was" if ari < 0.05 else
              "changes how well unsupervised clusters find the classes")
