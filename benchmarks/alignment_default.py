@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from benchmarks.pacs import _mean as mean
 from benchmarks.pacs import _untouched as untouched
 from benchmarks.pacs import git_commit
