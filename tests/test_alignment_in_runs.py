@@ -81,13 +81,13 @@ def test_evaluate_align_works_on_a_read_only_finished_run_and_writes_nothing(ali
 
 def test_the_stage_is_fitted_on_the_training_images_only(tiny_cfg, tmp_path, monkeypatch):
     seen = []
-    original = embedding.fit_alignment
+    original = embedding.fit_stage
 
     def recording(params, a, b):
         seen.append((len(a), len(b)))
         return original(params, a, b)
 
-    monkeypatch.setattr(embedding, "fit_alignment", recording)
+    monkeypatch.setattr(embedding, "fit_stage", recording)
     cfg = tiny_cfg.replace(split="heldout", epochs=2, alignment="centred")
     train(cfg, tmp_path / "run", progress=False, log=quiet)
     trained = load_trained(tmp_path / "run")

@@ -78,3 +78,17 @@ def test_a_run_with_positives_across_domains_trains_and_resumes_nothing_else(tin
     history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert history[-1]["loss_cluster_contrastive"] > 0 and np.isfinite(history[-1]["loss_total"])
     assert history[-1]["w_cluster_contrastive"] > 0
+
+
+def test_the_stage_is_fitted_once_per_model_version(tiny_cfg, tmp_path, monkeypatch):
+    """The evaluation and the next epoch's joint clustering see the same weights: one Harmony fit."""
+    from ucdir_core.evaluation import embedding
+    from ucdir_core.training.build import train
+
+    fits = []
+    original = embedding.fit_stage
+    monkeypatch.setattr(embedding, "fit_stage", lambda *a: fits.append(1) or original(*a))
+    cfg = tiny_cfg.replace(cluster_contrastive_across=True, alignment="harmony", harmony_pcs=8, harmony_clusters=5,
+                           epochs=2, clustering_start=1)
+    history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert len(fits) == len([r for r in history if "aligned" in r]) == 2

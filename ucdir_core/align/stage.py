@@ -413,6 +413,19 @@ def fit_alignment(params: AlignmentParams, a: np.ndarray, b: np.ndarray) -> Alig
     return AlignmentModel(params=params, dim=d)
 
 
+def fit_stage(params: AlignmentParams, a: np.ndarray, b: np.ndarray) -> AlignmentModel:
+    """:func:`fit_alignment` as a run fits its stage: Harmony's settings capped at what the number of
+    images allows (:meth:`~ucdir_core.align.params.AlignmentParams.for_data`; the model records what
+    it used), and the global random generators left as they were (harmonypy draws from numpy's).
+
+    Shape, raises: as :func:`fit_alignment`.
+    """
+    from ucdir_core.base.seeding import forked_rng
+
+    with forked_rng(params.harmony_seed):
+        return fit_alignment(params.for_data(len(a) + len(b), np.shape(a)[-1]), a, b)
+
+
 def fit_harmony(params: AlignmentParams, a: np.ndarray, b: np.ndarray) -> tuple[AlignmentModel, Any]:
     """Harmony fitted on both domains' training embeddings: the stored model and harmonypy's result
     (its ``Harmony`` object, for checks against it; ``Z_orig`` are the PC coordinates of ``a``

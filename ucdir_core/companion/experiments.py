@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ucdir_core.align.params import AlignmentParams
-from ucdir_core.align.stage import AlignmentModel, fit_alignment
+from ucdir_core.align.stage import AlignmentModel, fit_stage
 from ucdir_core.base.device import select_device
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.base.seeding import forked_rng, seed_model_init
+from ucdir_core.base.seeding import seed_model_init
 from ucdir_core.companion.paths import OutputDirs, dataset_name, project_root
 from ucdir_core.config.presets import PRESETS, get_preset, preset_for_method
 from ucdir_core.config.rows import row_config
@@ -244,8 +244,7 @@ def compare_alignment(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray
     """
     if params.alignment == "none":
         raise ValueError("compare_alignment needs an alignment stage, got alignment=none")
-    with forked_rng(params.harmony_seed):
-        model = fit_alignment(params.for_data(len(train.a) + len(train.b), train.a.shape[1]), train.a, train.b)
+    model = fit_stage(params, train.a, train.b)
     k = len(np.unique(np.r_[labels.a, labels.b]))
 
     def measures(emb: DomainPair[np.ndarray]) -> dict[str, Any]:

@@ -10,9 +10,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ucdir_core.align.params import AlignmentParams
-from ucdir_core.align.stage import AlignmentModel, fit_alignment
+from ucdir_core.align.stage import AlignmentModel, fit_stage
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.base.seeding import forked_rng
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.inputs import DomainInputs
 from ucdir_core.evaluation.alignment import alignment_diagnostics, mixing_and_agreement
@@ -64,6 +63,7 @@ class Embedder:
         self._version = 0
         self._train: tuple[int, DomainPair[Tensor]] | None = None
         self._test: tuple[int, DomainPair[Tensor]] | None = None
+        self._stage: tuple[int, AlignmentParams, AlignmentModel] | None = None
 
     def changed(self) -> None:
         """Mark the encoder's weights as changed: the next call embeds again."""
@@ -104,12 +104,14 @@ class Embedder:
     def fit_alignment(self, params: AlignmentParams) -> AlignmentModel:
         """The alignment stage ``params`` names, fitted on both domains' *training* embeddings with
         the domain as the batch variable (no label is read): under the held-out split the
-        evaluated images are not seen. Harmony's principal components and clusters are capped at
-        what the number of images allows (:meth:`~ucdir_core.align.params.AlignmentParams.for_data`).
-        The global random generators are left as they were."""
-        emb = self.train_embeddings().map(lambda t: t.detach().cpu().numpy())
-        with forked_rng(params.harmony_seed):
-            return fit_alignment(params.for_data(len(emb.a) + len(emb.b), emb.a.shape[1]), emb.a, emb.b)
+        evaluated images are not seen (:func:`~ucdir_core.align.stage.fit_stage`: Harmony's settings
+        capped at what the number of images allows, the global random generators left as they were).
+        Fitted once per model version and settings: the evaluation and the next epoch's joint
+        clustering share it."""
+        if self._stage is None or self._stage[:2] != (self._version, params):  # once per model version
+            emb = self.train_embeddings().map(lambda t: t.detach().cpu().numpy())
+            self._stage = (self._version, params, fit_stage(params, emb.a, emb.b))
+        return self._stage[2]
 
     def aligned(self, model: AlignmentModel) -> dict[str, Any]:
         """P@k and mAP of the evaluated embeddings corrected by ``model``, with their domain mixing
