@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import DataError, RunError
-from ucdir_core.base.io import file_digest, load_checkpoint_digest
+from ucdir_core.base.io import load_checkpoint_digest
 from ucdir_core.config.run import RunConfig
 from ucdir_core.data.images import is_image_name, load_image
 from ucdir_core.data.inputs import QueryInputs, query_inputs
@@ -56,17 +56,12 @@ def run_alignment_model(run: runs.RunFolder, which: str) -> tuple[AlignmentModel
     name = run.config().alignment_params.alignment
     if name == "none":
         return None, None, None
-    path = run.file(runs.ALIGNMENT)
-    if not path.is_file():
+    if not run.file(runs.ALIGNMENT).is_file():
         return None, None, (f"the run was trained with alignment={name} but has no {runs.ALIGNMENT} (it is written "
                             "when training ends)")
     if which != "last":
         return None, None, f"its {runs.ALIGNMENT} was fitted for {runs.LAST}, not {CHECKPOINTS.get(which, which)}"
-    try:
-        model = AlignmentModel.load(path)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    return model, {"alignment": model.alignment, "file": runs.ALIGNMENT, "digest": file_digest(path)}, None
+    return (*run.alignment_stage(), None)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ucdir_core.align.stage import AlignmentModel, require_alignment
+from ucdir_core.align.stage import require_alignment
 from ucdir_core.base import distributed as D
 from ucdir_core.base.device import select_device
 from ucdir_core.base.errors import RunError
@@ -146,11 +146,9 @@ def write_indexes(trainer: Trainer, log: Callable[[str], None] = print) -> None:
     cfg = trainer.cfg
     embeddings = [e.float().cpu().numpy() for e in trainer.embedder.test_embeddings()]
     checkpoint = {"file": runs.LAST, "epoch": trainer.next_epoch - 1, "digest": file_digest(last)}
-    stage, record = run.file(runs.ALIGNMENT), None
-    if cfg.alignment_params.alignment != "none" and stage.exists():  # the run's alignment stage, fitted for last.pt
-        model = AlignmentModel.load(stage)
-        embeddings = [model.apply(e, side) for side, e in enumerate(embeddings)]
-        record = {"alignment": model.alignment, "file": runs.ALIGNMENT, "digest": file_digest(stage)}
+    stage, record = run.alignment_stage()  # fitted for last.pt
+    if stage is not None:
+        embeddings = [stage.apply(e, side) for side, e in enumerate(embeddings)]
     written = write_domain_indexes(run.path, cfg.domains, embeddings, [d.test_eval.paths for d in trainer.inputs],
                                    resolve_root(cfg), checkpoint, alignment=record)
     log("gallery indexes: " + ", ".join(f"{run.path / runs.INDEX / g.meta['name']} ({g.meta['count']} images)"

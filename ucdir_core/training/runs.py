@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ucdir_core.align.stage import AlignmentModel
 from ucdir_core.base import distributed as D
 from ucdir_core.base.errors import RunError
-from ucdir_core.base.io import (TEMP_SUFFIX, atomic_torch_save, atomic_write_bytes, json_default, load_checkpoint,
-                                plain, remove_temp_folders, write_json)
+from ucdir_core.base.io import (TEMP_SUFFIX, atomic_torch_save, atomic_write_bytes, file_digest, json_default,
+                                load_checkpoint, plain, remove_temp_folders, write_json)
 from ucdir_core.config.run import RESUMABLE_KEYS, RunConfig, config_differences
 from ucdir_core.data.identity import check_identity
 from ucdir_core.evaluation.index import INDEX_FOLDER
@@ -240,6 +241,23 @@ class RunFolder:
     def write_config(self, cfg: RunConfig) -> None:
         """Replace ``config.json`` (a resume with changed optimisation settings, :data:`RESUMABLE_KEYS`)."""
         write_json(self.file(CONFIG), cfg.to_dict())
+
+    def alignment_stage(self) -> tuple[AlignmentModel | None, dict[str, Any] | None]:
+        """The run's alignment stage (``alignment.npz``, fitted on the last epoch's training embeddings:
+        it goes with ``last.pt``) and its record ``{"alignment", "file", "digest"}``; ``(None, None)``
+        when the run has none (its config says ``alignment=none``, or training has not ended).
+
+        Raises:
+            RunError: an ``alignment.npz`` that is not an alignment model (one line naming it).
+        """
+        path = self.file(ALIGNMENT)
+        if self.config().alignment_params.alignment == "none" or not path.is_file():
+            return None, None
+        try:
+            model = AlignmentModel.load(path)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        return model, {"alignment": model.alignment, "file": ALIGNMENT, "digest": file_digest(path)}
 
     def config(self) -> RunConfig:
         self.check_folder()
