@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from PIL import Image
 
 from ucdir_core.base.errors import DataError
@@ -133,9 +134,8 @@ def retrieve(run_dir: str | Path, query: str | Path, gallery_domain: str | None 
     searched = [gallery_domain or (domains[1 - domains.index(d)] if d else domains[1]) for d in source]
     wanted = [index or index_name(g, which) for g in searched]
     if model.alignment is not None:  # each query corrected as its own domain; from neither: as the other one
-        for i, (d, g) in enumerate(zip(source, searched)):
-            own = d or (domains[0] if index or g == domains[1] else domains[1])
-            queries[i] = model.align(queries[i:i + 1], own)[0]
+        own = [d or (domains[0] if index or g == domains[1] else domains[1]) for d, g in zip(source, searched)]
+        queries = model.alignment.apply(queries, np.array([domains.index(d) for d in own]))
     elif model.alignment_note and note:
         note(f"retrieving without the run's alignment stage: {model.alignment_note}")
     galleries = _Galleries(run_dir, which, model, root, note or (lambda line: None))
