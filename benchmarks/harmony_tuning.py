@@ -29,7 +29,6 @@ from benchmarks.pacs import base_config, git_commit, run_row
 from ucdir_core import companion as C
 from ucdir_core.base.io import write_json
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.inference.loading import load_trained
 
 TUNING_PAIRS = (("photo", "sketch"), ("art_painting", "sketch"))
 ROWS = ("baseline", "full", "protoot")
@@ -53,10 +52,8 @@ def embeddings(cfg, row: str, runs: Path) -> tuple[DomainPair, DomainPair, Domai
         f = C.untrained_features(cfg)
         return f["train"], f["test"], f["test_labels"]
     run_row(cfg, row, runs)
-    trained = load_trained(runs / C.run_name(cfg, row))
-    numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    return (trained.embedder.train_embeddings().map(numpy), trained.embedder.test_embeddings().map(numpy),
-            trained.inputs.map(lambda d: np.asarray(d.test_labels)))
+    test, labels, trained = C.run_embeddings(runs / C.run_name(cfg, row))
+    return trained.embedder.train_embeddings().map(lambda t: t.cpu().numpy()), test, labels
 
 
 def measures(m: dict) -> dict:

@@ -260,11 +260,9 @@ def compare_alignment(train: DomainPair[np.ndarray], test: DomainPair[np.ndarray
 def run_alignment(run_dir: str | Path, params: AlignmentParams, which: str = "last") -> dict[str, dict[str, Any]]:
     """:func:`compare_alignment` of a trained run's key-encoder embeddings (fitted on its training
     images, applied to its evaluated images). Writes nothing into ``run_dir``."""
-    trained = load_trained(run_dir, which)
-    numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    return compare_alignment(trained.embedder.train_embeddings().map(numpy),
-                             trained.embedder.test_embeddings().map(numpy),
-                             trained.inputs.map(lambda d: np.asarray(d.test_labels)), trained.cfg, params)
+    test, labels, trained = run_embeddings(run_dir, which)
+    return compare_alignment(trained.embedder.train_embeddings().map(lambda t: t.cpu().numpy()), test, labels,
+                             trained.cfg, params)
 
 
 def switch_on_epochs(cfg: RunConfig) -> dict[str, int | None]:
