@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.pacs import base_config, git_commit, regime_text
-from benchmarks.protoot_trials import ART_SKETCH, PHOTO_SKETCH
+from benchmarks.protoot_trials import ART_SKETCH, PHOTO_SKETCH, run_trial
 from ucdir_core import companion as C
 from ucdir_core.base.io import write_json
 
@@ -56,20 +56,6 @@ UNTOUCHED = (("art_painting", "cartoon"), ("art_painting", "photo"), ("cartoon",
 def trial_config(root: str, pair: tuple[str, str], changes: dict):
     """UCDIR's ``pacs`` preset on one PACS pair with a trial's changes."""
     return base_config(root).replace(domains=pair).replace(**changes)
-
-
-def run_trial(cfg, run_dir: Path) -> dict:
-    """Last-epoch metrics of one trial run (and after its alignment stage, when it has one)."""
-    t = time.time()
-    history = C.train_or_load(cfg, run_dir, progress=False)
-    last = [r for r in history if "eval" in r][-1]
-    out = {"mean": C.mean_over_directions(last["eval"]), "eval": last["eval"],
-           "alignment": {k: last["alignment"][k] for k in ("domain_mixing", "class_agreement")},
-           "train_seconds": float(sum(r.get("wall_seconds", 0.0) for r in history)), "seconds": time.time() - t}
-    if "aligned" in last:
-        out["aligned"] = {"mean": C.mean_over_directions(last["aligned"]["eval"]),
-                          **{k: last["aligned"][k] for k in ("domain_mixing", "class_agreement")}}
-    return out
 
 
 def trials_table(doc: dict) -> str:

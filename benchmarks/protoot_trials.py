@@ -71,17 +71,22 @@ def trial_config(root: str, pair: tuple[str, str], changes: dict):
 
 
 def run_trial(cfg, run_dir: Path) -> dict:
-    """Last-epoch metrics of one trial run, its alignment, and P@1 / domain mixing per epoch."""
+    """Last-epoch metrics of one trial run, its alignment, P@1 / domain mixing per epoch, and, for a
+    run with an alignment stage, the last epoch after it (``aligned``)."""
     t = time.time()
     history = C.train_or_load(cfg, run_dir, progress=False)
     evaluated = [r for r in history if "eval" in r]
     last = evaluated[-1]
-    return {"eval": last["eval"], "mean": C.mean_over_directions(last["eval"]),
-            "alignment": {k: last["alignment"][k] for k in ("domain_mixing", "class_agreement")},
-            "per_epoch": {"P@1": [C.mean_over_directions(r["eval"])["P@1"] for r in evaluated],
-                          "domain_mixing": [r["alignment"]["domain_mixing"] for r in evaluated]},
-            "train_seconds": float(sum(r.get("wall_seconds", 0.0) for r in history)),
-            "seconds": time.time() - t}
+    out = {"eval": last["eval"], "mean": C.mean_over_directions(last["eval"]),
+           "alignment": {k: last["alignment"][k] for k in ("domain_mixing", "class_agreement")},
+           "per_epoch": {"P@1": [C.mean_over_directions(r["eval"])["P@1"] for r in evaluated],
+                         "domain_mixing": [r["alignment"]["domain_mixing"] for r in evaluated]},
+           "train_seconds": float(sum(r.get("wall_seconds", 0.0) for r in history)),
+           "seconds": time.time() - t}
+    if "aligned" in last:
+        out["aligned"] = {"mean": C.mean_over_directions(last["aligned"]["eval"]),
+                          **{k: last["aligned"][k] for k in ("domain_mixing", "class_agreement")}}
+    return out
 
 
 def _rows(doc: dict) -> list[tuple[dict, list[dict | None]]]:
