@@ -255,9 +255,11 @@ def main(argv=None) -> int:
         for a, b in pairs:
             cfg = cfg0.replace(domains=(a, b), split=split)
             pair_key = f"{a}-{b}"
+            features = None  # the untrained features, computed once for the anchors and baseline+harmony
             if any(m in ANCHORS for m in args.rows) and args.seeds:
                 t = time.time()
-                reports, alignment = C.anchor_rows(cfg.replace(seed=args.seeds[0]))
+                features = C.untrained_features(cfg.replace(seed=args.seeds[0]))
+                reports, alignment = C.anchor_rows(cfg.replace(seed=args.seeds[0]), features=features)
                 for anchor in ANCHORS:
                     res["results"].setdefault(split, {}).setdefault(anchor, {}).update(reports[anchor])
                     res["alignment"].setdefault(split, {}).setdefault(anchor, {})[pair_key] = alignment[anchor]
@@ -265,7 +267,6 @@ def main(argv=None) -> int:
                 print(f"{split} {a}-{b} anchors: " + ", ".join(
                     f"{n} P@1 {C.mean_over_directions(r)['P@1']:.1f}" for n, r in reports.items())
                     + f" ({time.time() - t:.0f} s)", flush=True)
-            features = None
             for row in [r for r in args.rows if r in ALIGNED_ROWS]:
                 t = time.time()
                 rcfg = cfg.replace(seed=args.seeds[0])

@@ -152,14 +152,16 @@ def baseline_report(cfg: RunConfig, progress: bool = False) -> tuple[dict, Domai
     return report, feats
 
 
-def anchor_rows(cfg: RunConfig, progress: bool = False) -> tuple[dict[str, dict], dict[str, dict]]:
+def anchor_rows(cfg: RunConfig, progress: bool = False, features: dict[str, DomainPair[np.ndarray]] | None = None
+                ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Retrieval reports and alignment of the three anchors (``baseline``, ``centred``, ``oracle``,
-    :mod:`ucdir_core.evaluation.anchors`) on the evaluated images of ``cfg``'s pair and split.
+    :mod:`ucdir_core.evaluation.anchors`) on the evaluated images of ``cfg``'s pair and split, from
+    ``features`` (:func:`untrained_features` of ``cfg``) when the caller has them already.
 
     Returns:
         ``({anchor: {direction: metrics}}, {anchor: {"domain_mixing", "class_agreement"}})``.
     """
-    f = untrained_features(cfg, progress)
+    f = features if features is not None else untrained_features(cfg, progress)
     labels = f["test_labels"]
     reports, alignment = {}, {}
     for name, emb in anchor_embeddings(f["train"], f["train_labels"], f["test"]).items():

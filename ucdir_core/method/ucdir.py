@@ -214,8 +214,9 @@ class UCDIR(Method):
     def begin_epoch(self, context: EpochContext) -> None:
         """k-means of both domains' training embeddings (key encoder) once clustering is on."""
         self._weights = self.schedule.weights(context.epoch)
-        joint = self.params.cluster_contrastive_across and context.cluster_jointly is not None
-        cluster = context.cluster_jointly if joint else context.cluster
+        cluster = context.cluster_jointly if self.params.cluster_contrastive_across else context.cluster
+        if self._weights.clustering and cluster is None:
+            raise ValueError("cluster_contrastive_across needs a trainer that clusters both domains jointly")
         self.clustering = cluster(context.train_embeddings()) if self._weights.clustering else None
 
     def loss(self, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
