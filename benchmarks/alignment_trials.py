@@ -2,7 +2,7 @@
 training, to lift top-1 (the target of the issue "aligned by what?"), rerun from this file.
 
     python -m benchmarks.alignment_trials --root ../shared/data/pacs --out results/alignment_trials.json
-    python -m benchmarks.alignment_trials --table results/alignment_trials.json   # the table of docs/results.md
+    python -m benchmarks.alignment_trials --table results/alignment_trials.json   # the tables of docs/results.md
 
 Every trial is UCDIR ``full`` (the ``pacs`` preset) with changes, on photo<->sketch and
 art_painting<->sketch only (the tuning pairs); full split, seed 0, last epoch. The target: mean P@1
@@ -29,6 +29,8 @@ from ucdir_core import companion as C
 from ucdir_core.base.io import write_json
 
 ACROSS = {"cluster_contrastive_across": True}
+STRONG = {"alignment": "harmony", "harmony_theta": 4.0, "harmony_pcs": 50}  # the stronger Harmony of the trials
+STRONG_K28 = {**ACROSS, **STRONG, "num_clusters": (28,)}
 #: name -> (what it changes, in words; the config changes to UCDIR ``full``)
 TRIALS: dict[str, tuple[str, dict]] = {
     "full": ("UCDIR `full` as it is (the `pacs` preset)", {}),
@@ -47,6 +49,27 @@ TRIALS: dict[str, tuple[str, dict]] = {
                                    "num_clusters": (28,)}),
     # the control: is it the finer clusters alone?
     "k28": ("control: UCDIR `full` with K = 28 alone (in-domain clusters, no alignment)", {"num_clusters": (28,)}),
+    # second session: fewer wrong cross-domain positives, or less weight on them
+    "across_harmony_strong_k28_balanced": (
+        "across + Harmony theta 4, 50 PCs, K = 28; the other domain's slots positives only in joint clusters of "
+        "balance >= 0.5 (`cluster_contrastive_across_min_balance=0.5`)",
+        {**STRONG_K28, "cluster_contrastive_across_min_balance": 0.5}),
+    "across_harmony_strong_k28_share_half": (
+        "the same K = 28 setting, half of the cluster-wise loss across domains and half the reference's in-domain "
+        "term (`cluster_contrastive_across_share=0.5`)",
+        {**STRONG_K28, "cluster_contrastive_across_share": 0.5}),
+    "across_harmony_strong_k7_28": (
+        "across + Harmony theta 4, 50 PCs with K = 7 and 28 (the reference's nested clusterings: a positive "
+        "shares both clusters)", {**STRONG_K28, "num_clusters": (7, 28)}),
+    # the banks aligned each epoch, as targets: the encoder itself pulled toward the aligned embedding
+    "aligned_target": (
+        "no positives across; each query pulled toward its own image's training embedding after Harmony "
+        "(theta 4, 50 PCs) refitted every epoch (`aligned_target_weight=1`)", {**STRONG, "aligned_target_weight": 1.0}),
+    "aligned_target_w5": ("the same with weight 5", {**STRONG, "aligned_target_weight": 5.0}),
+    "aligned_target_w20": ("the same with weight 20", {**STRONG, "aligned_target_weight": 20.0}),
+    # the control of the column "after its stage": the same stage after training only (training as `full`'s)
+    "stage_only": ("control: UCDIR `full` trained as it is, with the same Harmony (theta 4, 50 PCs) as its "
+                   "alignment stage (after training only)", dict(STRONG)),
 }
 PAIRS = (PHOTO_SKETCH, ART_SKETCH)
 #: the pairs no setting was chosen on (a trial that beats UCDIR full on the tuning pairs goes on to them)
@@ -61,7 +84,7 @@ def trial_config(root: str, pair: tuple[str, str], changes: dict):
 def trials_table(doc: dict) -> str:
     """Markdown: one line per trial, P@1 / mAP / domain mixing / class agreement (%) at the last epoch,
     mean over the tuning pairs, the same after the run's alignment stage when it has one, and P@1 / mAP over
-    the 8 untouched directions for a trial that went on to them."""
+    the 8 untouched directions for a trial that went on to them (and after its stage, when it has one)."""
     lines = ["| trial (changes to UCDIR `full`) | P@1 / mAP / mixing / agreement | after its alignment stage "
              "| 8 untouched directions, P@1 / mAP |", "|---|---:|---:|---:|"]
     tuning = {"-".join(p) for p in PAIRS}
@@ -71,6 +94,9 @@ def trials_table(doc: dict) -> str:
         others = [ran.get("-".join(p)) for p in UNTOUCHED]
         untouched = (f"{np.mean([r['mean']['P@1'] for r in others]):.1f} / "
                      f"{np.mean([r['mean']['mAP'] for r in others]):.1f}" if all(others) else "")
+        if untouched and all("aligned" in r for r in others):
+            untouched += (f" (after its stage {np.mean([r['aligned']['mean']['P@1'] for r in others]):.1f} / "
+                          f"{np.mean([r['aligned']['mean']['mAP'] for r in others]):.1f})")
 
         def cell(get) -> str:
             vals = [get(r) for r in runs]
@@ -89,6 +115,30 @@ def trials_table(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def twelve_table(doc: dict) -> str:
+    """Markdown: for each trial run on all 6 pairs, P@1 / mAP / domain mixing / class agreement (%)
+    over the 12 directions (mean of the 6 pairs' means, each over its 2 directions), as trained and
+    after the run's alignment stage; to set beside the target (not a benchmark row: one seed, the
+    tuning pairs' choice included)."""
+    lines = ["| trial | 12 directions, P@1 / mAP / mixing / agreement | after its alignment stage |",
+             "|---|---:|---:|"]
+    every = {"-".join(p) for p in PAIRS + UNTOUCHED}
+    for name in [n for n in TRIALS if n in doc["trials"] and every <= set(doc["trials"][n]["pairs"])]:
+        runs = [doc["trials"][name]["pairs"][key] for key in sorted(every)]
+
+        def cell(get) -> str:
+            m = np.mean([get(r) for r in runs], axis=0)
+            return f"{m[0]:.1f} / {m[1]:.1f} / {m[2]:.3f} / {m[3]:.1f}"
+
+        plain = cell(lambda r: (r["mean"]["P@1"], r["mean"]["mAP"], r["alignment"]["domain_mixing"],
+                                r["alignment"]["class_agreement"]))
+        aligned = (cell(lambda r: (r["aligned"]["mean"]["P@1"], r["aligned"]["mean"]["mAP"],
+                                   r["aligned"]["domain_mixing"], r["aligned"]["class_agreement"]))
+                   if all("aligned" in r for r in runs) else "")
+        lines.append(f"| `{name}` | {plain} | {aligned} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/pacs", help="PACS root (default ../shared/data/pacs)")
@@ -101,7 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--table", help="print the trials table from this results file and exit")
     args = p.parse_args(argv)
     if args.table:
-        print(trials_table(json.loads(Path(args.table).read_text())), end="")
+        doc = json.loads(Path(args.table).read_text())
+        print(trials_table(doc) + "\n" + twelve_table(doc), end="")
         return 0
     if not Path(args.root).is_dir():
         print(f"error: no PACS folder at {args.root}", file=sys.stderr)
@@ -128,7 +179,7 @@ def main(argv=None) -> int:
                   f"{result['alignment']['domain_mixing']:.3f} ({result['seconds']:.0f} s)", flush=True)
     doc["wall_seconds"] = doc.get("wall_seconds", 0.0) + time.time() - start
     write_json(out, doc)
-    print(trials_table(doc), end="")
+    print(trials_table(doc) + "\n" + twelve_table(doc), end="")
     return 0
 
 

@@ -244,10 +244,13 @@ def main(argv=None) -> int:
     res.setdefault("seed", args.seeds[0])
     for key in ("results", "seeds", "alignment"):
         res.setdefault(key, {})
-    t0 = time.time() - res.get("wall_seconds", 0.0)
+    started = time.time()
+    t0 = started - res.get("wall_seconds", 0.0)
 
     def save() -> None:
+        # wall_seconds: every invocation's time together; an invocation's own: its "seconds"
         res["wall_seconds"] = time.time() - t0
+        invocation["seconds"] = time.time() - started
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
 

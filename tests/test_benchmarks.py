@@ -349,6 +349,27 @@ def test_alignment_trials_table_averages_the_pairs_and_shows_the_aligned_evaluat
         doc["trials"]["full"]["pairs"][key] = run(60.0 + 2 * i)  # the untouched pairs: their own column
     line = trials_table(doc).splitlines()[2]
     assert line == "| d1 (photo-sketch) | 46.0 / 30.0 / 0.100 / 70.0 |  | 63.0 / 30.0 |"
+    for i, key in enumerate(("art_painting-cartoon", "art_painting-photo", "cartoon-photo", "cartoon-sketch")):
+        doc["trials"]["across_harmony"]["pairs"][key] = run(60.0, 61.0 + 2 * i)  # and after the run's stage
+    assert trials_table(doc).splitlines()[3].endswith("| 60.0 / 30.0 (after its stage 64.0 / 32.0) |")
+    from benchmarks.alignment_trials import twelve_table
+
+    # 12 directions: only trials run on all 6 pairs, the mean of the pairs' means
+    assert twelve_table(doc).splitlines()[2:] == [
+        "| `across_harmony` | 55.0 / 30.0 / 0.100 / 70.0 | 57.7 / 32.0 / 0.300 / 71.0 |"]
+
+
+def test_every_alignment_trial_is_a_valid_config_of_ucdir_on_the_tuning_pairs():
+    from benchmarks.alignment_trials import PAIRS, TRIALS, trial_config
+
+    assert {frozenset(p) for p in PAIRS} == {frozenset(("photo", "sketch")), frozenset(("art_painting", "sketch"))}
+    for name, (_, changes) in TRIALS.items():
+        cfg = trial_config("pacs", PAIRS[0], changes)
+        assert cfg.method == "ucdir" and cfg.seed == 0 and cfg.split == "full", name
+        flat = cfg.flat()
+        assert all(flat[key] == (list(value) if isinstance(value, tuple) else value)
+                   for key, value in changes.items()), name
+    assert trial_config("pacs", PAIRS[0], {}) == trial_config("pacs", PAIRS[0], TRIALS["full"][1])
 
 
 def test_the_readme_headline_is_the_results_files_table():
@@ -368,3 +389,6 @@ def test_the_results_document_shows_the_recorded_alignment_trials():
     doc = json.loads((root / "results" / "alignment_trials.json").read_text())
     assert set(doc["trials"]) == set(TRIALS)
     assert trials_table(doc) in (root / "docs" / "results.md").read_text()
+    from benchmarks.alignment_trials import twelve_table
+
+    assert twelve_table(doc) in (root / "docs" / "results.md").read_text()

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ucdir_core.base.pair import DomainPair
-from ucdir_core.method.clustering import KMeansSettings, cluster_jointly
+from ucdir_core.method import losses
+from ucdir_core.method.clustering import Clustering, KMeansSettings, cluster_jointly, joint_balance
 from ucdir_core.method.ucdir import LossWeights, ucdir_objective
 from ucdir_core.method.ucdir_params import UCDIRParams
 
@@ -69,12 +70,80 @@ def test_the_across_loss_sees_the_other_domains_bank_and_the_reference_loss_does
             assert only_a[0] == pytest.approx(only_a[1])
 
 
-@pytest.mark.parametrize("alignment", ["none", "harmony"])
-def test_a_run_with_positives_across_domains_trains_and_resumes_nothing_else(tiny_cfg, tmp_path, alignment):
+def test_joint_balance_is_the_smaller_domain_share_over_the_larger():
+    a = torch.tensor([0, 0, 1, 1])  # domain A: half in 0, half in 1, none in 2
+    b = torch.tensor([0, 1, 1, 1, 1, 1, 2, 2])  # domain B: 1/8 in 0, 5/8 in 1, 2/8 in 2
+    torch.testing.assert_close(joint_balance(a, b, 4), torch.tensor([0.25, 0.5 / 0.625, 0.0, 0.0]))
+
+
+def _case(n=30):
+    a, b, _ = _domains(n=n)
+    unit = lambda x: F.normalize(x, dim=1)  # noqa: E731
+    banks = DomainPair(unit(a), unit(b))
+    ids = DomainPair(torch.arange(8), torch.arange(8))
+    q = DomainPair(banks.a[:8] + 0.1, banks.b[:8] - 0.1)
+    k = DomainPair(banks.a[:8], banks.b[:8])
+    return q, k, banks, ids
+
+
+def test_other_domain_positives_only_in_balanced_joint_clusters():
+    q, k, banks, _ = _case()
+    ids = DomainPair(*(torch.tensor([0, 5, 12, 15, 20, 27, 28, 29]),) * 2)  # queries in every joint cluster
+    # joint cluster 0 holds both domains in proportion, cluster 1 nearly only A, cluster 2 nearly only B
+    own = torch.tensor([0] * 10 + [1] * 18 + [2] * 2)
+    other = torch.tensor([0] * 10 + [1] * 2 + [2] * 18)
+    protos = F.normalize(torch.randn(3, banks.a.shape[1], generator=torch.Generator().manual_seed(1)), dim=1)
+    joint = DomainPair(Clustering([own], [protos]), Clustering([other], [protos]))
+    weights = LossWeights(0.0, 1.0, 0.0, 0.0, True)
+    params = UCDIRParams(cluster_contrastive_across=True, threshold=0.0, cluster_contrastive_across_min_balance=0.5)
+    got = ucdir_objective(q, k, banks, ids, joint, weights, params)[1]["cluster_contrastive"]
+    expected = []
+    for qd, kd, bd, bo, idd, c, co in zip(q, k, banks, banks.swap(), ids, joint, joint.swap()):
+        kept = torch.where(co.assignments[0] == 0, co.assignments[0], torch.full_like(co.assignments[0], -1))
+        expected.append(float(losses.cluster_contrastive(qd, kd, torch.cat([bd, bo]), idd,
+                                                         torch.cat([c.assignments[0], kept]), protos, 0.2, 0.0)))
+    assert got == pytest.approx(sum(expected) / 2, rel=1e-5)
+    every = ucdir_objective(q, k, banks, ids, joint, weights, params.replace(
+        cluster_contrastive_across_min_balance=0.0))[1]["cluster_contrastive"]
+    assert every != pytest.approx(got)
+
+
+def test_the_across_share_mixes_the_across_and_the_in_domain_terms():
+    q, k, banks, ids = _case()
+    a, b = banks
+    joint = DomainPair(*cluster_jointly((a, b), (a - a.mean(0), b - b.mean(0)), KMeansSettings((3,), nredo=3)))
+    settings = KMeansSettings((3,), nredo=3)
+    in_domain = DomainPair(settings.cluster(a), settings.cluster(b))
+    weights = LossWeights(0.0, 1.0, 0.1, 0.1, True)
+    base = UCDIRParams(threshold=0.0)
+    across = ucdir_objective(q, k, banks, ids, joint, weights, base.replace(cluster_contrastive_across=True))[1]
+    reference = ucdir_objective(q, k, banks, ids, in_domain, weights, base)[1]
+    half = ucdir_objective(q, k, banks, ids, joint, weights, base.replace(
+        cluster_contrastive_across=True, cluster_contrastive_across_share=0.25), in_domain)[1]
+    assert half["cluster_contrastive"] == pytest.approx(0.25 * across["cluster_contrastive"]
+                                                        + 0.75 * reference["cluster_contrastive"], rel=1e-5)
+    # self-entropy and distance-of-distance read the per-domain clustering, as the reference does
+    for term in ("self_entropy", "distance_of_distance"):
+        assert half[term] == pytest.approx(reference[term], rel=1e-5)
+    with pytest.raises(ValueError, match="in_domain"):
+        ucdir_objective(q, k, banks, ids, joint, weights,
+                        base.replace(cluster_contrastive_across=True, cluster_contrastive_across_share=0.5))
+
+
+@pytest.mark.parametrize("key,value", [("cluster_contrastive_across_min_balance", 0.5),
+                                       ("cluster_contrastive_across_share", 0.5)])
+def test_the_across_settings_are_refused_without_positives_across(key, value):
+    with pytest.raises(ValueError, match="need cluster_contrastive_across=true"):
+        UCDIRParams(**{key: value})
+
+
+@pytest.mark.parametrize("alignment,changes", [("none", {}), ("harmony", {}), (
+    "none", {"cluster_contrastive_across_share": 0.5, "cluster_contrastive_across_min_balance": 0.3})])
+def test_a_run_with_positives_across_domains_trains_and_resumes_nothing_else(tiny_cfg, tmp_path, alignment, changes):
     from ucdir_core.training.build import train
 
     cfg = tiny_cfg.replace(cluster_contrastive_across=True, alignment=alignment, harmony_pcs=8, harmony_clusters=5,
-                           epochs=2)
+                           epochs=2, **changes)
     history = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
     assert history[-1]["loss_cluster_contrastive"] > 0 and np.isfinite(history[-1]["loss_total"])
     assert history[-1]["w_cluster_contrastive"] > 0

@@ -107,6 +107,9 @@ class RunConfig(Params):
         if type(self.method_params) not in METHOD_PARAMS.values():
             raise ValueError(f"method_params must be one method's parameters, got {type(self.method_params).__name__}")
         self.check()
+        needs = getattr(self.method_params, "needs_alignment_stage", ())
+        if needs and self.alignment_params.alignment == "none":
+            raise ValueError(f"{needs[0]} needs an alignment stage: set alignment=harmony (or centred)")
         if len(self.domains) != 2 or self.domains[0] == self.domains[1]:
             raise ValueError(f"domains must be two different names, got {self.domains!r}")
         if not self.num_clusters or not self.eval_ks:

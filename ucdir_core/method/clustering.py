@@ -129,6 +129,19 @@ def cluster_jointly(embeddings: tuple[torch.Tensor, torch.Tensor], clustered: tu
     return out_a, out_b
 
 
+def joint_balance(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    r"""How evenly each joint cluster holds both domains: with :math:`f_d(c)` the share of domain
+    :math:`d`'s rows in cluster :math:`c`, :math:`\min(f_A, f_B) / \max(f_A, f_B)` (1: in proportion
+    to the domains' sizes, 0: one domain only or empty).
+
+    Shape:
+        a: (N_A,) long, b: (N_B,) long joint assignments in [0, k) -> (k,) float.
+    """
+    fa = torch.bincount(a, minlength=k).float() / max(a.numel(), 1)
+    fb = torch.bincount(b, minlength=k).float() / max(b.numel(), 1)
+    return torch.minimum(fa, fb) / torch.maximum(fa, fb).clamp_min(1e-12)
+
+
 def _as_f32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()

@@ -63,6 +63,8 @@ class EpochContext:
         cluster_jointly: k-means of both domains' rows together, found after the run's alignment
             stage when it has one, prototypes shared by both domains
             (:func:`~ucdir_core.method.clustering.cluster_jointly`); as ``cluster`` otherwise.
+        align: the given rows after the run's alignment stage, fitted now on the training embeddings
+            (the rows themselves when the run has none); computed once and given to every process.
     """
 
     epoch: int
@@ -70,6 +72,7 @@ class EpochContext:
     train_embeddings: Callable[[], DomainPair[Tensor]]
     cluster: Callable[[DomainPair[Tensor]], DomainPair[Clustering]]
     cluster_jointly: Callable[[DomainPair[Tensor]], DomainPair[Clustering]] | None = None
+    align: Callable[[DomainPair[Tensor]], DomainPair[Tensor]] | None = None
 
 
 class Method(ABC):

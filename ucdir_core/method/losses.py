@@ -128,3 +128,16 @@ def _check_ids(ids: Tensor, n_slots: int) -> None:
         raise TypeError(f"ids must be a long tensor, got {ids.dtype}")
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_slots):
         raise IndexError(f"ids must lie in [0, {n_slots}), got range [{int(ids.min())}, {int(ids.max())}]")
+
+
+def aligned_target(q: Tensor, targets: Tensor, ids: Tensor) -> Tensor:
+    r"""Aligned-target term of one domain (beyond the reference; the trial "aligned by what?"):
+    :math:`\mathcal{L} = \frac{1}{n}\sum_i (1 - q_i \cdot t_{\mathrm{id}_i})`, the cosine distance of
+    each query to its own image's target, the training embedding after a label-free alignment
+    stage (no gradient to the targets).
+
+    Shape:
+        q: (n, d) unit rows; targets: (N, d) unit rows; ids: (n,) long. Returns a scalar.
+    """
+    _check_ids(ids, targets.shape[0])
+    return (1.0 - (q * targets.detach()[ids]).sum(1)).mean()

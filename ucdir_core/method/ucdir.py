@@ -17,7 +17,7 @@ from torch import Tensor
 from ucdir_core.base.pair import DomainPair
 from ucdir_core.base.params import at_epoch
 from ucdir_core.method import losses
-from ucdir_core.method.clustering import Clustering
+from ucdir_core.method.clustering import Clustering, joint_balance
 from ucdir_core.method.interface import EpochContext, Method, StepBatch
 from ucdir_core.method.schedules import LinearRamp, StepOn
 from ucdir_core.method.ucdir_params import UCDIRParams
@@ -32,11 +32,13 @@ class LossWeights:
     self_entropy: float
     distance_of_distance: float
     clustering: bool
+    aligned_target: float = 0.0  #: the opt-in aligned-target term (UCDIRParams.aligned_target_weight)
 
     def as_dict(self) -> dict[str, float]:
         """``{term: weight}`` in the order of the terms."""
         return {"instance_contrastive": self.instance_contrastive, "cluster_contrastive": self.cluster_contrastive,
-                "self_entropy": self.self_entropy, "distance_of_distance": self.distance_of_distance}
+                "self_entropy": self.self_entropy, "distance_of_distance": self.distance_of_distance,
+                "aligned_target": self.aligned_target}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class UCDIRSchedule:
     distance_of_distance: StepOn
     instance_weight: float
     clustering_start: int
+    aligned_target: float = 0.0  # its weight from clustering_start on
 
     @classmethod
     def from_params(cls, p: UCDIRParams, epochs: int) -> "UCDIRSchedule":
@@ -64,6 +67,7 @@ class UCDIRSchedule:
             distance_of_distance=StepOn(at_epoch(p.distance_of_distance_start, epochs), p.distance_of_distance_weight),
             instance_weight=p.instance_contrastive_weight,
             clustering_start=at_epoch(p.clustering_start, epochs),
+            aligned_target=p.aligned_target_weight,
         )
 
     def weights(self, epoch: int) -> LossWeights:
@@ -74,6 +78,7 @@ class UCDIRSchedule:
             self_entropy=self.self_entropy(epoch) if on else 0.0,
             distance_of_distance=self.distance_of_distance(epoch) if on else 0.0,
             clustering=on,
+            aligned_target=self.aligned_target if on else 0.0,
         )
 
 
@@ -119,6 +124,25 @@ def _assignment_terms(q: DomainPair[Tensor], banks: DomainPair[Tensor], clusteri
     return sum(values) / len(values)
 
 
+def _across_cluster_contrastive(q: DomainPair[Tensor], k: DomainPair[Tensor], banks: DomainPair[Tensor],
+                                ids: DomainPair[Tensor], joint: DomainPair[Clustering], params: UCDIRParams) -> Tensor:
+    """The cluster-wise loss with positives across domains: each domain's queries against its own
+    bank followed by the other's (ids stay valid), positives by the joint assignments; the other
+    domain's slots of a joint cluster whose :func:`~ucdir_core.method.clustering.joint_balance` is
+    below ``params.cluster_contrastive_across_min_balance`` are no positives. Mean of both domains."""
+    cw = []
+    for qd, kd, bd, bo, idd, c, co in zip(q, k, banks, banks.swap(), ids, joint, joint.swap()):
+        assignments = []
+        for own, other, protos in zip(c.assignments, co.assignments, c.prototypes):
+            if params.cluster_contrastive_across_min_balance > 0:
+                balanced = joint_balance(own, other, protos.shape[0]) >= params.cluster_contrastive_across_min_balance
+                other = torch.where(balanced[other], other, torch.full_like(other, -1))
+            assignments.append(torch.cat([own, other]))
+        cw.append(losses.cluster_contrastive(qd, kd, torch.cat([bd, bo]), idd, assignments, c.prototypes,
+                                             params.temperature, params.threshold))
+    return sum(cw) / 2
+
+
 def ucdir_objective(
     q: DomainPair[Tensor],
     k: DomainPair[Tensor],
@@ -127,6 +151,8 @@ def ucdir_objective(
     clustering: DomainPair[Clustering] | None,
     weights: LossWeights,
     params: UCDIRParams,
+    in_domain: DomainPair[Clustering] | None = None,
+    targets: DomainPair[Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum of the four losses over both domains, and the value of each term.
 
@@ -139,11 +165,20 @@ def ucdir_objective(
     ``params.distance_of_distance_centred`` the soft assignments of that loss see
     :func:`centred_assignment_inputs` (a deviation; off by default).
 
+    ``clustering`` is each domain's k-means, or with ``params.cluster_contrastive_across`` the joint
+    one (positives across domains, :func:`_across_cluster_contrastive`); ``in_domain`` is then the
+    per-domain k-means beside it, for the in-domain share of the cluster-wise loss
+    (``1 - params.cluster_contrastive_across_share``) and for self-entropy and distance-of-distance.
+    With ``params.aligned_target_weight`` above 0 the terms hold ``aligned_target`` as well
+    (:func:`~ucdir_core.method.losses.aligned_target`, the mean of both domains), its weight
+    ``weights.aligned_target`` and its ``targets`` the training embeddings after the run's alignment stage.
+
     Shape:
         q, k: DomainPair of (n, d); banks: DomainPair of (N_d, d); ids: DomainPair of (n,).
 
     Raises:
-        ValueError: a cluster-based weight is on and ``clustering`` is None.
+        ValueError: a cluster-based weight is on and ``clustering`` is None, the across share is
+            below 1 and ``in_domain`` is None, or the aligned-target weight is on and ``targets`` is None.
     """
     zero = q.a.new_zeros(())
     inst = [losses.instance_contrastive(qd, kd, bd, idd, params.temperature)
@@ -153,23 +188,22 @@ def ucdir_objective(
     needs_clusters = weights.cluster_contrastive > 0 or weights.self_entropy > 0 or weights.distance_of_distance > 0
     if needs_clusters and clustering is None:
         raise ValueError("cluster-based losses are on but no clustering was given")
-    if weights.cluster_contrastive > 0 and params.cluster_contrastive_across:
-        # positives across domains: own bank first (ids stay valid), then the other's, joint assignments
-        cw = [
-            losses.cluster_contrastive(qd, kd, torch.cat([bd, bo]), idd,
-                                       [torch.cat([ad, ao]) for ad, ao in zip(c.assignments, co.assignments)],
-                                       c.prototypes, params.temperature, params.threshold)
-            for qd, kd, bd, bo, idd, c, co in zip(q, k, banks, banks.swap(), ids, clustering, clustering.swap())
-        ]
-        terms["cluster_contrastive"] = sum(cw) / 2
-    elif weights.cluster_contrastive > 0:
-        cw = [
-            losses.cluster_contrastive(qd, kd, bd, idd, c.assignments, c.prototypes, params.temperature, params.threshold)
-            for qd, kd, bd, idd, c in zip(q, k, banks, ids, clustering)
-        ]
-        terms["cluster_contrastive"] = sum(cw) / 2
-    per_k = ([DomainPair(pa, pb) for pa, pb in zip(clustering.a.prototypes, clustering.b.prototypes)]
-             if clustering is not None else [])
+    share = params.cluster_contrastive_across_share if params.cluster_contrastive_across else 0.0
+    if share < 1 and in_domain is None and params.cluster_contrastive_across and needs_clusters:
+        raise ValueError("cluster_contrastive_across_share below 1 needs the per-domain clustering (in_domain)")
+    in_domain = in_domain if params.cluster_contrastive_across else clustering
+    if weights.cluster_contrastive > 0:
+        terms["cluster_contrastive"] = q.a.new_zeros(())
+        if share > 0:
+            terms["cluster_contrastive"] = share * _across_cluster_contrastive(q, k, banks, ids, clustering, params)
+        if share < 1:
+            cw = [losses.cluster_contrastive(qd, kd, bd, idd, c.assignments, c.prototypes, params.temperature,
+                                             params.threshold)
+                  for qd, kd, bd, idd, c in zip(q, k, banks, ids, in_domain)]
+            terms["cluster_contrastive"] = terms["cluster_contrastive"] + (1 - share) * sum(cw) / 2
+    assigning = in_domain if in_domain is not None else clustering
+    per_k = ([DomainPair(pa, pb) for pa, pb in zip(assigning.a.prototypes, assigning.b.prototypes)]
+             if assigning is not None else [])
     if weights.self_entropy > 0:
         terms["self_entropy"] = _assignment_terms(q, banks, per_k, _self_entropy, params.self_entropy_temperature,
                                                   params.self_entropy_centred)
@@ -177,10 +211,17 @@ def ucdir_objective(
         terms["distance_of_distance"] = _assignment_terms(q, banks, per_k, _distance_of_distance,
                                                           params.distance_of_distance_temperature,
                                                           params.distance_of_distance_centred)
+    if params.aligned_target_weight > 0:
+        terms["aligned_target"] = zero
+    if weights.aligned_target > 0:
+        if targets is None:
+            raise ValueError("the aligned-target term is on but no targets were given")
+        terms["aligned_target"] = sum(losses.aligned_target(qd, td, idd) for qd, td, idd in zip(q, targets, ids)) / 2
     total = (
         weights.instance_contrastive * terms["instance_contrastive"]
         + weights.cluster_contrastive * terms["cluster_contrastive"]
         + weights.self_entropy * terms["self_entropy"] + weights.distance_of_distance * terms["distance_of_distance"]
+        + (weights.aligned_target * terms["aligned_target"] if weights.aligned_target > 0 else 0.0)
     )
     return total, {name: float(v.detach()) for name, v in terms.items()}
 
@@ -201,23 +242,44 @@ class UCDIR(Method):
     def __init__(self, params: UCDIRParams, num_clusters: tuple[int, ...], epochs: int):
         super().__init__(params, num_clusters, epochs)
         self.schedule = UCDIRSchedule.from_params(params, epochs)
-        self.clustering: DomainPair[Clustering] | None = None
+        self.clustering: DomainPair[Clustering] | None = None  # the joint one with cluster_contrastive_across
+        self.in_domain: DomainPair[Clustering] | None = None  # per-domain, beside it (across share below 1)
+        self.targets: DomainPair[Tensor] | None = None  # the aligned-target term's targets of this epoch
+        if params.aligned_target_weight > 0:
+            self.terms = (*UCDIR.terms, "aligned_target")
         self._weights = self.schedule.weights(0)
         self.check_switch_on({
             "cluster_contrastive": ("cluster_contrastive_ramp_end", params.cluster_contrastive_weight),
             "self_entropy": ("self_entropy_start", params.self_entropy_weight),
-            "distance_of_distance": ("distance_of_distance_start", params.distance_of_distance_weight)})
+            "distance_of_distance": ("distance_of_distance_start", params.distance_of_distance_weight),
+            "aligned_target": ("clustering_start", params.aligned_target_weight)})
 
     def weights(self, epoch: int) -> dict[str, float]:
-        return self.schedule.weights(epoch).as_dict()
+        weights = self.schedule.weights(epoch).as_dict()
+        return {name: weights[name] for name in self.terms}
 
     def begin_epoch(self, context: EpochContext) -> None:
-        """k-means of both domains' training embeddings (key encoder) once clustering is on."""
+        """k-means of both domains' training embeddings (key encoder) once clustering is on: per
+        domain, or jointly with ``cluster_contrastive_across`` (and per domain beside it when its share
+        is below 1); and the aligned-target term's targets, the training embeddings after the run's
+        alignment stage, when that term is on.
+
+        Raises:
+            ValueError: the context lacks what an opt-in term needs (``cluster_jointly``, ``align``).
+        """
         self._weights = self.schedule.weights(context.epoch)
-        cluster = context.cluster_jointly if self.params.cluster_contrastive_across else context.cluster
+        across = self.params.cluster_contrastive_across
+        cluster = context.cluster_jointly if across else context.cluster
         if self._weights.clustering and cluster is None:
             raise ValueError("cluster_contrastive_across needs a trainer that clusters both domains jointly")
         self.clustering = cluster(context.train_embeddings()) if self._weights.clustering else None
+        self.in_domain = (context.cluster(context.train_embeddings())
+                          if self._weights.clustering and across and self.params.cluster_contrastive_across_share < 1
+                          else None)
+        if self._weights.aligned_target > 0 and context.align is None:
+            raise ValueError("aligned_target_weight needs a trainer that applies the run's alignment stage")
+        self.targets = context.align(context.train_embeddings()) if self._weights.aligned_target > 0 else None
 
     def loss(self, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
-        return ucdir_objective(batch.q, batch.k, batch.banks, batch.ids, self.clustering, self._weights, self.params)
+        return ucdir_objective(batch.q, batch.k, batch.banks, batch.ids, self.clustering, self._weights, self.params,
+                               self.in_domain, self.targets)

@@ -62,9 +62,31 @@ class UCDIRParams(Params):
     #: when it has one; each query's positives are the slots of both banks in its joint cluster, in a
     #: softmax over both banks, and both domains share the joint clusters' prototypes
     cluster_contrastive_across: bool = False
+    #: with ``cluster_contrastive_across``: the other domain's slots are positives only in joint clusters
+    #: whose balance is at least this (:func:`~ucdir_core.method.clustering.joint_balance`: the smaller of
+    #: the two domains' shares of their own domain over the larger); 0: in every joint cluster
+    cluster_contrastive_across_min_balance: float = within(UNIT, 0.0)
+    #: with ``cluster_contrastive_across``: the share of the cluster-wise loss taken across domains; the
+    #: rest is the reference's in-domain term on per-domain k-means (below 1: both clusterings every epoch,
+    #: and self-entropy and distance-of-distance use the per-domain one, as the reference does)
+    cluster_contrastive_across_share: float = within(UNIT, 1.0)
+    #: weight of the aligned-target term (beyond the reference, opt-in; a trial of issue "aligned by
+    #: what?"): from ``clustering_start`` on, each query is pulled toward its own image's training
+    #: embedding after the run's alignment stage, refitted at the start of every epoch
+    #: (:func:`~ucdir_core.method.losses.aligned_target`); needs an alignment stage; 0: off
+    aligned_target_weight: float = within(NON_NEGATIVE, 0.0)
 
     def __post_init__(self) -> None:
         self.check()
+        if not self.cluster_contrastive_across and (self.cluster_contrastive_across_min_balance > 0
+                                                    or self.cluster_contrastive_across_share < 1):
+            raise ValueError("cluster_contrastive_across_min_balance and cluster_contrastive_across_share need "
+                             "cluster_contrastive_across=true")
+
+    @property
+    def needs_alignment_stage(self) -> tuple[str, ...]:
+        """The keys set here that need the run's alignment stage (``alignment`` other than none)."""
+        return ("aligned_target_weight",) if self.aligned_target_weight > 0 else ()
 
 
 #: the rows of UCDIR's loss ablation (the paper's Table 4), as parameter changes: instance

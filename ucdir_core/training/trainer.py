@@ -93,14 +93,25 @@ class Trainer(Checkpointing):
         and given to every process."""
         result = None
         if D.is_main():
-            found = embeddings
-            if self.cfg.alignment_params.alignment != "none":
-                stage = self.embedder.fit_alignment(self.cfg.alignment_params)
-                found = DomainPair(*(torch.from_numpy(stage.apply(e.detach().float().cpu().numpy(), side))
-                                     for side, e in enumerate(embeddings)))
+            found = self._aligned(embeddings)
             a, b = cluster_jointly((embeddings.a, embeddings.b), (found.a, found.b), self.kmeans)
             result = DomainPair(a.to("cpu"), b.to("cpu"))
         return D.broadcast_object(result).map(lambda c: c.to(self.device))
+
+    def align(self, embeddings: DomainPair[Tensor]) -> DomainPair[Tensor]:
+        """``embeddings`` after the run's alignment stage, fitted now on the training embeddings (no
+        label read; themselves when the run has none); computed on process 0 and given to every process.
+
+        Shape: DomainPair of (N_d, d) -> the same, float32, unit rows where a stage applies."""
+        result = self._aligned(embeddings).map(lambda t: t.to("cpu")) if D.is_main() else None
+        return D.broadcast_object(result).map(lambda t: t.to(self.device))
+
+    def _aligned(self, embeddings: DomainPair[Tensor]) -> DomainPair[Tensor]:
+        if self.cfg.alignment_params.alignment == "none":
+            return embeddings
+        stage = self.embedder.fit_alignment(self.cfg.alignment_params)
+        return DomainPair(*(torch.from_numpy(stage.apply(e.detach().float().cpu().numpy(), side))
+                            for side, e in enumerate(embeddings)))
 
     def step(self, x_q: DomainPair[Tensor], x_k: DomainPair[Tensor], ids: DomainPair[Tensor],
              where: tuple[int, int] = (0, 0)) -> dict[str, float]:
@@ -158,7 +169,7 @@ class Trainer(Checkpointing):
         if epoch == 0:
             self.model.fill_banks(self.embedder.train_embeddings())
         self.method.begin_epoch(EpochContext(epoch, self.model.banks, self.embedder.train_embeddings, self.cluster,
-                                             self.cluster_jointly))
+                                             self.cluster_jointly, self.align))
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{f"w_{n}": w for n, w in self.method.weights(epoch).items()}}
         row.update(self.train_epoch(epoch))
         self.next_epoch = epoch + 1
