@@ -81,6 +81,26 @@ def trial_config(root: str, pair: tuple[str, str], changes: dict):
     return base_config(root).replace(domains=pair).replace(**changes)
 
 
+def _measures(r: dict, after_stage: bool = False) -> tuple[float, float, float, float] | None:
+    """P@1, mAP, domain mixing and class agreement of one trial run, as trained or after its stage
+    (None for a run without one)."""
+    if not after_stage:
+        return (r["mean"]["P@1"], r["mean"]["mAP"], r["alignment"]["domain_mixing"], r["alignment"]["class_agreement"])
+    if "aligned" not in r:
+        return None
+    a = r["aligned"]
+    return (a["mean"]["P@1"], a["mean"]["mAP"], a["domain_mixing"], a["class_agreement"])
+
+
+def _cell(runs: list[dict], after_stage: bool = False, width: int = 4) -> str:
+    """The mean of the first ``width`` measures over ``runs`` ("" when one lacks them)."""
+    vals = [_measures(r, after_stage) for r in runs]
+    if not runs or any(v is None for v in vals):
+        return ""
+    m = np.mean(vals, axis=0)
+    return " / ".join(f"{x:.3f}" if i == 2 else f"{x:.1f}" for i, x in enumerate(m[:width]))
+
+
 def trials_table(doc: dict) -> str:
     """Markdown: one line per trial, P@1 / mAP / domain mixing / class agreement (%) at the last epoch,
     mean over the tuning pairs, the same after the run's alignment stage when it has one, and P@1 / mAP over
@@ -92,26 +112,12 @@ def trials_table(doc: dict) -> str:
         ran = doc["trials"][name]["pairs"]
         runs = [r for key, r in ran.items() if key in tuning]
         others = [ran.get("-".join(p)) for p in UNTOUCHED]
-        untouched = (f"{np.mean([r['mean']['P@1'] for r in others]):.1f} / "
-                     f"{np.mean([r['mean']['mAP'] for r in others]):.1f}" if all(others) else "")
-        if untouched and all("aligned" in r for r in others):
-            untouched += (f" (after its stage {np.mean([r['aligned']['mean']['P@1'] for r in others]):.1f} / "
-                          f"{np.mean([r['aligned']['mean']['mAP'] for r in others]):.1f})")
-
-        def cell(get) -> str:
-            vals = [get(r) for r in runs]
-            if any(v is None for v in vals):
-                return ""
-            m = np.mean(vals, axis=0)
-            return f"{m[0]:.1f} / {m[1]:.1f} / {m[2]:.3f} / {m[3]:.1f}"
-
-        plain = cell(lambda r: (r["mean"]["P@1"], r["mean"]["mAP"], r["alignment"]["domain_mixing"],
-                                r["alignment"]["class_agreement"]))
-        aligned = cell(lambda r: (r["aligned"]["mean"]["P@1"], r["aligned"]["mean"]["mAP"],
-                                  r["aligned"]["domain_mixing"], r["aligned"]["class_agreement"])
-                       if "aligned" in r else None)
+        untouched = _cell(others, width=2) if all(others) else ""
+        if untouched and _cell(others, True):
+            untouched += f" (after its stage {_cell(others, True, width=2)})"
         pairs = ", ".join(k for k in ran if k in tuning)
-        lines.append(f"| {doc['trials'][name]['description']} ({pairs}) | {plain} | {aligned} | {untouched} |")
+        lines.append(f"| {doc['trials'][name]['description']} ({pairs}) | {_cell(runs)} | {_cell(runs, True)} "
+                     f"| {untouched} |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,17 +131,7 @@ def twelve_table(doc: dict) -> str:
     every = {"-".join(p) for p in PAIRS + UNTOUCHED}
     for name in [n for n in TRIALS if n in doc["trials"] and every <= set(doc["trials"][n]["pairs"])]:
         runs = [doc["trials"][name]["pairs"][key] for key in sorted(every)]
-
-        def cell(get) -> str:
-            m = np.mean([get(r) for r in runs], axis=0)
-            return f"{m[0]:.1f} / {m[1]:.1f} / {m[2]:.3f} / {m[3]:.1f}"
-
-        plain = cell(lambda r: (r["mean"]["P@1"], r["mean"]["mAP"], r["alignment"]["domain_mixing"],
-                                r["alignment"]["class_agreement"]))
-        aligned = (cell(lambda r: (r["aligned"]["mean"]["P@1"], r["aligned"]["mean"]["mAP"],
-                                   r["aligned"]["domain_mixing"], r["aligned"]["class_agreement"]))
-                   if all("aligned" in r for r in runs) else "")
-        lines.append(f"| `{name}` | {plain} | {aligned} |")
+        lines.append(f"| `{name}` | {_cell(runs)} | {_cell(runs, True)} |")
     return "\n".join(lines) + "\n"
 
 
