@@ -392,3 +392,39 @@ def test_the_results_document_shows_the_recorded_alignment_trials():
     from benchmarks.alignment_trials import twelve_table
 
     assert twelve_table(doc) in (root / "docs" / "results.md").read_text()
+
+
+def test_the_default_invocation_is_the_grid_and_the_extra_parts_have_their_own(tmp_path, monkeypatch):
+    """``benchmarks.pacs`` without arguments runs every row once (seed 0) and no end-to-end run;
+    ``--rows instance full protoot --seeds 0 1`` adds the second seeds, ``--end-to-end-only`` the
+    end-to-end part alone (the commands of ``make bench-pacs`` and ``make bench-pacs-extra``)."""
+    import benchmarks.pacs as bench
+    from ucdir_core.config.rows import ROWS
+
+    row = {"P@1": 50.0, "P@5": 40.0, "P@15": 30.0, "mAP": 20.0}
+    report = {"photo->sketch": row, "sketch->photo": row}
+    measures = {"eval": report, "domain_mixing": 0.1, "class_agreement": 70.0, "adjusted_rand": 0.3, "balance": 0.5}
+    trained, e2e = [], []
+    monkeypatch.setattr(bench.C, "untrained_features", lambda cfg: {})
+    monkeypatch.setattr(bench.C, "anchor_rows", lambda cfg, features=None: (
+        {a: report if a != "oracle" else {d: {k: 90.0 for k in row} for d in report} for a in bench.ANCHORS},
+        {a: {"domain_mixing": 0.1, "class_agreement": 70.0} for a in bench.ANCHORS}))
+    monkeypatch.setattr(bench, "run_aligned_row", lambda cfg, r, runs, features=None: {"after": measures, "before": measures})
+
+    def run_row(cfg, r, runs):
+        trained.append((cfg.split, r, cfg.seed))
+        return report, {"domain_mixing": 0.1, "class_agreement": 70.0}, 1.0
+
+    monkeypatch.setattr(bench, "run_row", run_row)
+    monkeypatch.setattr(bench, "run_end_to_end", lambda cfg, runs: e2e.append(cfg) or {"config": {}, "results": {}})
+    out = str(tmp_path / "pacs.json")
+    args = ["--out", out, "--runs", str(tmp_path / "runs"), "--pairs", "photo-sketch"]
+    assert bench.main(args) == 0
+    assert sorted(trained) == sorted((s, r, 0) for s in ("full", "heldout") for r in ROWS) and not e2e
+    trained.clear()
+    assert bench.main([*args, "--rows", "instance", "full", "protoot", "--seeds", "0", "1"]) == 0
+    assert sorted(t for t in trained if t[2] == 1) == [("full", r, 1) for r in sorted(bench.SEEDED)] and not e2e
+    trained.clear()
+    assert bench.main([*args, "--end-to-end-only"]) == 0
+    assert not trained and len(e2e) == 1
+    assert len(json.loads(Path(out).read_text())["invocations"]) == 3
