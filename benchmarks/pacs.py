@@ -1,15 +1,16 @@
 """PACS benchmark: every pair, the anchors, every loss ablation row of UCDIR, the rows of its
 successor ProtoOT (``protoot``, and ``protoot_in_domain``: its in-domain loss only) and the aligned
-rows, both splits, seed 0, on 2 CPU cores (the grid: within 120 minutes from scratch). Two parts
-run by their own invocations into the same file: the second seed (``--rows instance full protoot
---seeds 0 1``) and one run of the paper's end-to-end code path (``--end-to-end-only``).
+rows, both splits, seed 0, on 2 CPU cores (the grid: 101 min from scratch, view caches included;
+docs/results.md, "PACS benchmark"). Two parts run by their own invocations into the same file:
+the second seed (``--rows instance full protoot --seeds 0 1``) and one run of the paper's
+end-to-end code path (``--end-to-end-only``).
 
     python -m benchmarks.pacs --root ../shared/data/pacs --out results/pacs.json     # the grid
     python -m benchmarks.pacs --rows instance full protoot --seeds 0 1                # second seeds
     python -m benchmarks.pacs --end-to-end-only                                       # end-to-end part
     python -m benchmarks.pacs --table results/pacs.json      # the README's table of means
 
-Regime: the ``pacs`` preset (``ucdir_core/base/config.py``; docs/results.md, "PACS benchmark"). Every row of
+Regime: the ``pacs`` preset (``ucdir_core/config/presets.py``; docs/results.md, "PACS benchmark"). Every row of
 a pair and split gets the same budget. Numbers are the last epoch's (no epoch selection). Rows
 ``baseline``, ``centred`` and ``oracle`` are the anchors (:mod:`ucdir_core.evaluation.anchors`), computed from
 the same untrained features of the same evaluated images. ``alignment[split][row]["a-b"]``
