@@ -428,3 +428,7 @@ def test_the_default_invocation_is_the_grid_and_the_extra_parts_have_their_own(t
     assert bench.main([*args, "--end-to-end-only"]) == 0
     assert not trained and len(e2e) == 1
     assert len(json.loads(Path(out).read_text())["invocations"]) == 3
+    make = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipes = {line.strip() for line in make.splitlines() if line.startswith("\t$(BENCH_PACS)")}
+    assert recipes == {"$(BENCH_PACS)", "$(BENCH_PACS) --rows instance full protoot --seeds 0 1",
+                       "$(BENCH_PACS) --end-to-end-only"}
